@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <malloc.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -40,6 +41,8 @@ void ebb_free_aligned_sized(void *ptr, size_t alignment, size_t size);
 int ebb_mallopt(int param, int value);
 int ebb_malloc_trim(size_t pad);
 void ebb_malloc_stats(void);
+struct mallinfo ebb_mallinfo(void);
+struct mallinfo2 ebb_mallinfo2(void);
 int ebb_malloc_info(int options, FILE *stream);
 
 /* Where ebbmalloc's memory is, in bytes.  The identities

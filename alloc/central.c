@@ -1,0 +1,176 @@
+/* central.c: the tier between thread caches and the page heap, one per size class.
+ *
+ * Batches freed by one thread land in the transfer cache and go whole to the next thread
+ * that runs dry, so the common producer/consumer case never walks objects.  Beyond the
+ * transfer cache, objects go back to their spans; a span whose objects are all back
+ * returns to the page heap.  Spans with free objects sit on EBB_BUCKETS lists by how
+ * full they are, and objects are taken from the fullest, so that lightly used spans
+ * empty out instead of a few long-lived objects pinning many spans.
+ *
+ * Lock order: a central lock, then the page heap lock.  Never the other way. */
+#include "internal.h"
+
+struct ebb_central ebbi_central[EBB_NCLASS];
+
+void ebbi_central_init(void) {
+    for (unsigned c = 1; c < EBB_NCLASS; c++) {
+        size_t batch_bytes = (size_t)ebbi_classes[c].batch * ebbi_classes[c].size;
+        size_t lim = ((size_t)512 << 10) / batch_bytes;
+        ebbi_central[c].tc_limit = (uint32_t)(lim < 1 ? 1 : lim > EBB_TC_SLOTS ? EBB_TC_SLOTS : lim);
+    }
+}
+
+static unsigned bucket_of(const struct ebb_span *s) {
+    unsigned b = (unsigned)((uint64_t)s->used * EBB_BUCKETS / s->objects);
+    return b >= EBB_BUCKETS ? EBB_BUCKETS - 1 : b;
+}
+
+static bool span_has_free(const struct ebb_span *s) { return s->freelist || s->bump < s->bump_end; }
+
+/* Put s on the bucket matching its fullness, or on none when it has no free object. */
+static void rebucket(struct ebb_central *c, struct ebb_span *s) {
+    bool want = span_has_free(s);
+    unsigned b = want ? bucket_of(s) : 0;
+    if (s->on_list) {
+        if (want && s->bucket == b) return;
+        ebbi_span_list_remove(&c->buckets[s->bucket], s);
+    }
+    if (want) {
+        s->bucket = (uint8_t)b;
+        ebbi_span_list_push(&c->buckets[b], s);
+    }
+}
+
+static struct ebb_span *new_span(unsigned cls) {
+    const struct ebb_class_info *ci = &ebbi_classes[cls];
+    struct ebb_span *s = ebbi_page_alloc(ci->pages, 1);
+    if (!s) return NULL;
+    s->state = SPAN_SMALL;
+    s->cls = (uint8_t)cls;
+    s->used = 0;
+    s->objects = (uint32_t)ebbi_class_objects(cls);
+    s->freelist = NULL;
+    s->bump = (char *)s->start;
+    s->bump_end = (char *)s->start + (size_t)s->objects * ci->size;
+    ebbi_pm_set_span(s);
+    return s;
+}
+
+size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
+    struct ebb_central *c = &ebbi_central[cls];
+    const size_t size = ebbi_classes[cls].size;
+    ebbi_lock(&c->lock);
+    if (n == ebbi_classes[cls].batch && c->tc_used) {
+        *head = c->tc_slots[--c->tc_used];
+        if (c->tc_used < c->tc_low) c->tc_low = c->tc_used;
+        ebbi_unlock(&c->lock);
+        return n;
+    }
+    void *chain = NULL;
+    size_t got = 0;
+    while (got < n) {
+        struct ebb_span *s = NULL;
+        for (int b = EBB_BUCKETS - 1; b >= 0 && !s; b--) s = c->buckets[b].head;
+        if (!s) {
+            ebbi_unlock(&c->lock);
+            s = new_span(cls);
+            ebbi_lock(&c->lock);
+            if (!s) break;
+            c->spans++;
+            c->free_objects += s->objects;
+        }
+        while (got < n && span_has_free(s)) {
+            void *o;
+            if (s->freelist) {
+                o = s->freelist;
+                s->freelist = ebbi_next(o);
+            } else {
+                o = s->bump;
+                s->bump += size;
+            }
+            ebbi_set_next(o, chain);
+            chain = o;
+            s->used++;
+            got++;
+        }
+        rebucket(c, s);
+    }
+    c->free_objects -= got;
+    ebbi_unlock(&c->lock);
+    *head = chain;
+    return got;
+}
+
+/* Return one object to its span.  Caller holds c->lock. */
+static void to_span(struct ebb_central *c, unsigned cls, void *o) {
+    uintptr_t a = (uintptr_t)o;
+    struct ebb_span *s = ebbi_pm_span(a);
+    if (unlikely(!s || s->state != SPAN_SMALL || s->cls != cls))
+        ebbi_fatal("free(): invalid pointer %p (no %u-byte object of ebbmalloc's there)", o,
+                   ebbi_classes[cls].size);
+    if (unlikely((a - s->start) % ebbi_classes[cls].size || (char *)o >= s->bump))
+        ebbi_fatal("free(): invalid pointer %p (inside a %u-byte object, not its start)", o,
+                   ebbi_classes[cls].size);
+    ebbi_set_next(o, s->freelist);
+    s->freelist = o;
+    s->used--;
+    c->free_objects++;
+    if (s->used == 0) {
+        if (s->on_list) ebbi_span_list_remove(&c->buckets[s->bucket], s);
+        c->spans--;
+        c->free_objects -= s->objects;
+        ebbi_page_free(s);
+    } else {
+        rebucket(c, s);
+    }
+}
+
+void ebbi_central_push(unsigned cls, void *head, size_t n) {
+    struct ebb_central *c = &ebbi_central[cls];
+    ebbi_lock(&c->lock);
+    if (n == ebbi_classes[cls].batch && c->tc_used < c->tc_limit) {
+        c->tc_slots[c->tc_used++] = head;
+        ebbi_unlock(&c->lock);
+        return;
+    }
+    for (size_t i = 0; i < n && head; i++) {
+        void *next = ebbi_next(head);
+        to_span(c, cls, head);
+        head = next;
+    }
+    ebbi_unlock(&c->lock);
+}
+
+/* Move transfer-cache batches back to their spans: all of them, or those not used since
+ * the last call (below the low-water mark).  Returns objects moved. */
+size_t ebbi_central_trim(bool all) {
+    size_t moved = 0;
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+        struct ebb_central *c = &ebbi_central[cls];
+        if (!c->tc_used && !c->tc_low) continue;
+        ebbi_lock(&c->lock);
+        uint32_t drop = all ? c->tc_used : c->tc_low;
+        for (uint32_t k = 0; k < drop && c->tc_used; k++) {
+            void *o = c->tc_slots[--c->tc_used];
+            while (o) {
+                void *next = ebbi_next(o);
+                to_span(c, cls, o);
+                o = next;
+                moved++;
+            }
+        }
+        c->tc_low = c->tc_used;
+        ebbi_unlock(&c->lock);
+    }
+    return moved;
+}
+
+void ebbi_central_fork_prepare(void) {
+    for (unsigned c = 0; c < EBB_NCLASS; c++) ebbi_lock(&ebbi_central[c].lock);
+}
+void ebbi_central_fork_parent(void) {
+    for (unsigned c = 0; c < EBB_NCLASS; c++) ebbi_unlock(&ebbi_central[c].lock);
+}
+void ebbi_central_fork_child(void) {
+    for (unsigned c = 0; c < EBB_NCLASS; c++) ebbi_lock_reset(&ebbi_central[c].lock);
+}

@@ -1,0 +1,433 @@
+/* page_heap.c: spans of whole 8 KiB pages.
+ *
+ * Free spans are kept in two sets that never merge with each other: resident ones (their
+ * pages may be in RAM) and released ones (returned with MADV_DONTNEED, reading as zero).
+ * Within a set, neighbours coalesce on free.  Allocation takes the best fit from the
+ * resident set first, then from the released set, and maps more only when neither fits.
+ * Resident free spans are also on an age list, oldest first, which is what the release
+ * policy walks: a span's age is the time it was last freed or merged.
+ *
+ * Everything here runs under ebbi_ph_lock. */
+#include <string.h>
+
+#include "internal.h"
+
+#define EXACT_MAX 128 /* free lists for 1..128 pages; longer spans share one list */
+#define HUGE_SIZE ((size_t)2 << 20)
+
+struct free_set {
+    struct ebb_span_list exact[EXACT_MAX + 1];
+    struct ebb_span_list big;
+    uint64_t nonempty[(EXACT_MAX + 1 + 63) / 64]; /* bit k: exact[k] has spans */
+};
+
+ebb_lock_t ebbi_ph_lock;
+struct ebb_page_heap_stats ebbi_ph_stats;
+static struct free_set set_resident, set_released;
+/* Age list of resident free spans, oldest at the head.  Invariant: free_since_ms never
+ * decreases from head to tail (pieces cut from a span keep its place and its age). */
+static struct ebb_span *lru_head, *lru_tail;
+
+#define LRU_PREV(s) ((s)->lru_prev)
+#define LRU_NEXT(s) ((s)->lru_next)
+
+/* ---------------------------------------------------------------- span lists */
+void ebbi_span_list_push(struct ebb_span_list *l, struct ebb_span *s) {
+    s->prev = NULL;
+    s->next = l->head;
+    if (l->head) l->head->prev = s;
+    l->head = s;
+    l->count++;
+    s->on_list = 1;
+}
+
+void ebbi_span_list_remove(struct ebb_span_list *l, struct ebb_span *s) {
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        l->head = s->next;
+    if (s->next) s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    l->count--;
+    s->on_list = 0;
+}
+
+static void lru_append(struct ebb_span *s, struct ebb_span *after) {
+    /* after == NULL: at the tail (youngest) */
+    if (!after) after = lru_tail;
+    LRU_PREV(s) = after;
+    LRU_NEXT(s) = after ? LRU_NEXT(after) : lru_head;
+    if (LRU_NEXT(s))
+        LRU_PREV(LRU_NEXT(s)) = s;
+    else
+        lru_tail = s;
+    if (after)
+        LRU_NEXT(after) = s;
+    else
+        lru_head = s;
+}
+
+static void lru_remove(struct ebb_span *s) {
+    if (LRU_PREV(s))
+        LRU_NEXT(LRU_PREV(s)) = LRU_NEXT(s);
+    else
+        lru_head = LRU_NEXT(s);
+    if (LRU_NEXT(s))
+        LRU_PREV(LRU_NEXT(s)) = LRU_PREV(s);
+    else
+        lru_tail = LRU_PREV(s);
+    LRU_PREV(s) = LRU_NEXT(s) = NULL;
+}
+
+/* ---------------------------------------------------------------- free sets */
+static struct ebb_span_list *set_list(struct free_set *fs, size_t npages) {
+    return npages <= EXACT_MAX ? &fs->exact[npages] : &fs->big;
+}
+
+/* Insert a FREE span into its set; `lru_after` places a resident span on the age list
+ * (NULL: youngest). */
+static void set_insert(struct ebb_span *s, struct ebb_span *lru_after) {
+    struct free_set *fs = s->released ? &set_released : &set_resident;
+    ebbi_span_list_push(set_list(fs, s->npages), s);
+    if (s->npages <= EXACT_MAX) fs->nonempty[s->npages / 64] |= 1ull << (s->npages % 64);
+    size_t bytes = s->npages << EBB_PAGE_SHIFT;
+    if (s->released) {
+        ebbi_ph_stats.released += bytes;
+    } else {
+        ebbi_ph_stats.free_res += bytes;
+        lru_append(s, lru_after);
+    }
+}
+
+static void set_remove(struct ebb_span *s) {
+    struct free_set *fs = s->released ? &set_released : &set_resident;
+    struct ebb_span_list *l = set_list(fs, s->npages);
+    ebbi_span_list_remove(l, s);
+    if (s->npages <= EXACT_MAX && !l->head) fs->nonempty[s->npages / 64] &= ~(1ull << (s->npages % 64));
+    size_t bytes = s->npages << EBB_PAGE_SHIFT;
+    if (s->released) {
+        ebbi_ph_stats.released -= bytes;
+    } else {
+        ebbi_ph_stats.free_res -= bytes;
+        lru_remove(s);
+    }
+}
+
+/* Pages a span must have so that `npages` pages starting at a multiple of `align_pages`
+ * pages fit inside it. */
+static bool fits(const struct ebb_span *s, size_t npages, size_t align_pages) {
+    if (s->npages < npages) return false;
+    if (align_pages <= 1) return true;
+    uintptr_t a = (s->start + (align_pages << EBB_PAGE_SHIFT) - 1) &
+                  ~((align_pages << EBB_PAGE_SHIFT) - 1);
+    return a + (npages << EBB_PAGE_SHIFT) <= s->start + (s->npages << EBB_PAGE_SHIFT);
+}
+
+/* Best fit: smallest span that fits, lowest address among equals. */
+static struct ebb_span *set_find(struct free_set *fs, size_t npages, size_t align_pages) {
+    for (size_t k = npages; k <= EXACT_MAX; k++) {
+        uint64_t bits = fs->nonempty[k / 64] >> (k % 64);
+        if (!bits) {
+            k = (k | 63);
+            continue;
+        }
+        k += (size_t)__builtin_ctzll(bits);
+        if (k > EXACT_MAX) break;
+        struct ebb_span *best = NULL;
+        for (struct ebb_span *s = fs->exact[k].head; s; s = s->next)
+            if (fits(s, npages, align_pages) && (!best || s->start < best->start)) best = s;
+        if (best) return best;
+    }
+    struct ebb_span *best = NULL;
+    for (struct ebb_span *s = fs->big.head; s; s = s->next)
+        if (fits(s, npages, align_pages) &&
+            (!best || s->npages < best->npages || (s->npages == best->npages && s->start < best->start)))
+            best = s;
+    return best;
+}
+
+/* ---------------------------------------------------------------- free and coalesce */
+static struct ebb_span *free_neighbour(uintptr_t page, bool released) {
+    struct ebb_span *n = ebbi_pm_span(page);
+    if (!n || n->state != SPAN_FREE || n->released != released) return NULL;
+    return n;
+}
+
+/* Put a span (any former state, already off every list) into the page heap as FREE,
+ * merging with free neighbours of the same residency. */
+static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct ebb_span *lru_after) {
+    if (s->state == SPAN_SMALL) ebbi_pm_clear_span(s);
+    s->state = SPAN_FREE;
+    s->cls = 0;
+    s->released = released;
+    s->free_since_ms = now;
+    s->freelist = NULL;
+    s->bump = s->bump_end = NULL;
+    uintptr_t end = s->start + (s->npages << EBB_PAGE_SHIFT);
+    struct ebb_span *prev = free_neighbour(s->start - EBB_PAGE, released);
+    if (prev && prev->start + (prev->npages << EBB_PAGE_SHIFT) == s->start) {
+        set_remove(prev);
+        ebbi_pm_set(prev->start + ((prev->npages - 1) << EBB_PAGE_SHIFT), NULL, 0);
+        ebbi_pm_set(s->start, NULL, 0);
+        s->start = prev->start;
+        s->npages += prev->npages;
+        if (prev->free_since_ms > s->free_since_ms) s->free_since_ms = prev->free_since_ms;
+        if (lru_after == prev) lru_after = NULL;
+        ebbi_span_delete(prev);
+    }
+    struct ebb_span *next = free_neighbour(end, released);
+    if (next && next->start == end) {
+        set_remove(next);
+        ebbi_pm_set(end - EBB_PAGE, NULL, 0);
+        ebbi_pm_set(end, NULL, 0);
+        s->npages += next->npages;
+        if (next->free_since_ms > s->free_since_ms) s->free_since_ms = next->free_since_ms;
+        if (lru_after == next) lru_after = NULL;
+        ebbi_span_delete(next);
+    }
+    ebbi_pm_set_span(s);
+    set_insert(s, lru_after);
+}
+
+void ebbi_page_free_locked(struct ebb_span *s) {
+    insert_free(s, false, ebbi_now_ms(), NULL);
+    ebbi_check_soft_limit_locked();
+}
+
+void ebbi_page_free(struct ebb_span *s) {
+    ebbi_lock(&ebbi_ph_lock);
+    ebbi_page_free_locked(s);
+    ebbi_unlock(&ebbi_ph_lock);
+}
+
+/* ---------------------------------------------------------------- allocate */
+/* Cut [a, a + npages) out of free span s (already removed from its set).  The pieces
+ * before and after stay free with s's age and residency, placed on the age list after
+ * lru_pos (where s was).  Returns the record for the cut-out part. */
+static struct ebb_span *carve(struct ebb_span *s, uintptr_t a, size_t npages,
+                              struct ebb_span *lru_pos) {
+    uintptr_t s_end = s->start + (s->npages << EBB_PAGE_SHIFT);
+    uintptr_t a_end = a + (npages << EBB_PAGE_SHIFT);
+    bool released = s->released;
+    uint64_t age = s->free_since_ms;
+    struct ebb_span *lead = NULL, *tail = NULL, *mid = s;
+    ebbi_pm_clear_span(s);
+    if (a > s->start) {
+        mid = ebbi_span_new();
+        if (!mid) return NULL;
+        lead = s;
+        lead->npages = (a - s->start) >> EBB_PAGE_SHIFT;
+    }
+    if (a_end < s_end) {
+        tail = ebbi_span_new();
+        if (!tail) {
+            if (lead) ebbi_span_delete(mid);
+            return NULL;
+        }
+    }
+    mid->start = a;
+    mid->npages = npages;
+    mid->zeroed = released;
+    if (lead) {
+        lead->state = SPAN_FREE;
+        lead->free_since_ms = age;
+        ebbi_pm_set_span(lead);
+        set_insert(lead, lru_pos);
+    }
+    if (tail) {
+        tail->start = a_end;
+        tail->npages = (s_end - a_end) >> EBB_PAGE_SHIFT;
+        tail->state = SPAN_FREE;
+        tail->released = released;
+        tail->free_since_ms = age;
+        ebbi_pm_set_span(tail);
+        set_insert(tail, lead && !released ? lead : lru_pos);
+    }
+    return mid;
+}
+
+/* Map more memory into the released set (fresh pages are not resident). */
+static bool grow(size_t npages, size_t align_pages) {
+    size_t need = (npages + (align_pages > 1 ? align_pages : 0)) << EBB_PAGE_SHIFT;
+    size_t size = need < HUGE_SIZE * 2 ? HUGE_SIZE * 2 : (need + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1);
+    void *p = ebbi_os_map_aligned(size, HUGE_SIZE);
+    if (!p) { /* the kernel refused a generous chunk: try exactly what is needed */
+        size = need;
+        p = ebbi_os_map_aligned(size, EBB_PAGE);
+        if (!p) return false;
+    }
+    if (!ebbi_opt(EBB_OPT_HUGEPAGES)) ebbi_os_hugepage_hint(p, size, false);
+    struct ebb_span *s = ebbi_span_new();
+    if (!s || !ebbi_pm_ensure((uintptr_t)p, size)) {
+        if (s) ebbi_span_delete(s);
+        ebbi_os.unmap(p, size);
+        return false;
+    }
+    ebbi_ph_stats.mapped += size;
+    s->start = (uintptr_t)p;
+    s->npages = size >> EBB_PAGE_SHIFT;
+    insert_free(s, true, 0, NULL);
+    return true;
+}
+
+struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages) {
+    if (npages == 0 || npages > ((size_t)1 << (EBB_ADDR_BITS - EBB_PAGE_SHIFT - 1))) return NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct ebb_span *s = set_find(&set_resident, npages, align_pages);
+        if (!s) s = set_find(&set_released, npages, align_pages);
+        if (s) {
+            struct ebb_span *lru_pos = s->released ? NULL : LRU_PREV(s);
+            set_remove(s);
+            uintptr_t a = s->start;
+            if (align_pages > 1) {
+                size_t al = align_pages << EBB_PAGE_SHIFT;
+                a = (a + al - 1) & ~(al - 1);
+            }
+            struct ebb_span *r = carve(s, a, npages, lru_pos);
+            if (!r) { /* out of memory for a record: put s back whole */
+                s->state = SPAN_FREE;
+                ebbi_pm_set_span(s);
+                set_insert(s, NULL);
+                return NULL;
+            }
+            r->state = SPAN_LARGE; /* the caller sets the final state */
+            r->on_list = 0;
+            r->prev = r->next = NULL;
+            ebbi_pm_set_span(r);
+            size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
+            if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
+            return r;
+        }
+        if (attempt == 0 && !grow(npages, align_pages)) break;
+    }
+    return NULL;
+}
+
+struct ebb_span *ebbi_page_alloc(size_t npages, size_t align_pages) {
+    ebbi_lock(&ebbi_ph_lock);
+    struct ebb_span *s = ebbi_page_alloc_locked(npages, align_pages);
+    ebbi_unlock(&ebbi_ph_lock);
+    return s;
+}
+
+/* LARGE span: keep the first npages, free the rest.  False if nothing changed. */
+bool ebbi_page_shrink(struct ebb_span *s, size_t npages) {
+    if (npages >= s->npages || npages == 0) return false;
+    struct ebb_span *t = ebbi_span_new();
+    if (!t) return false;
+    ebbi_lock(&ebbi_ph_lock);
+    ebbi_pm_clear_span(s);
+    t->start = s->start + (npages << EBB_PAGE_SHIFT);
+    t->npages = s->npages - npages;
+    t->state = SPAN_LARGE;
+    s->npages = npages;
+    ebbi_pm_set_span(s);
+    insert_free(t, false, ebbi_now_ms(), NULL);
+    ebbi_unlock(&ebbi_ph_lock);
+    return true;
+}
+
+/* ---------------------------------------------------------------- own mappings */
+struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align) {
+    if (size > ((size_t)1 << (EBB_ADDR_BITS - 1))) return NULL;
+    size_t len = (size + EBB_PAGE - 1) & ~(EBB_PAGE - 1);
+    void *p = ebbi_os_map_aligned(len, align > EBB_PAGE ? align : EBB_PAGE);
+    if (!p) return NULL;
+    struct ebb_span *s = ebbi_span_new();
+    if (!s || !ebbi_pm_ensure((uintptr_t)p, len)) {
+        if (s) ebbi_span_delete(s);
+        ebbi_os.unmap(p, len);
+        return NULL;
+    }
+    s->start = (uintptr_t)p;
+    s->npages = len >> EBB_PAGE_SHIFT;
+    s->state = SPAN_MAPPED;
+    s->zeroed = 1;
+    s->map_size = len;
+    s->req_size = size;
+    ebbi_lock(&ebbi_ph_lock);
+    ebbi_pm_set_span(s);
+    ebbi_ph_stats.mapped += len;
+    ebbi_ph_stats.mapped_count++;
+    ebbi_ph_stats.mapped_direct += len;
+    size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
+    if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
+    ebbi_unlock(&ebbi_ph_lock);
+    return s;
+}
+
+void ebbi_mapped_free(struct ebb_span *s) {
+    ebbi_lock(&ebbi_ph_lock);
+    ebbi_pm_clear_span(s);
+    ebbi_ph_stats.mapped -= s->map_size;
+    ebbi_ph_stats.mapped_count--;
+    ebbi_ph_stats.mapped_direct -= s->map_size;
+    ebbi_unlock(&ebbi_ph_lock);
+    ebbi_os.unmap((void *)s->start, s->map_size);
+    ebbi_span_delete(s);
+}
+
+/* ---------------------------------------------------------------- release */
+/* Return one resident free span to the kernel and move it to the released set.  With
+ * huge pages allowed, only whole 2 MiB-aligned blocks inside it are released unless
+ * `small_too`, so that a huge page is not split for a few kernel pages; the pieces
+ * around stay resident with their age. */
+static size_t release_span(struct ebb_span *s, bool small_too) {
+    uintptr_t start = s->start, end = s->start + (s->npages << EBB_PAGE_SHIFT);
+    uintptr_t a = start, b = end;
+    if (!small_too && ebbi_thp_active) {
+        a = (start + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1);
+        b = end & ~(HUGE_SIZE - 1);
+        if (a >= b) return 0;
+    }
+    struct ebb_span *lru_prev = LRU_PREV(s);
+    set_remove(s);
+    struct ebb_span *mid = carve(s, a, (b - a) >> EBB_PAGE_SHIFT, lru_prev);
+    if (!mid) { /* no record for the split: release nothing */
+        s->state = SPAN_FREE;
+        ebbi_pm_set_span(s);
+        set_insert(s, lru_prev);
+        return 0;
+    }
+    ebbi_os.release((void *)a, b - a);
+    ebbi_ph_stats.release_calls++;
+    ebbi_ph_stats.released_total += b - a;
+    insert_free(mid, true, 0, NULL);
+    return b - a;
+}
+
+size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal) {
+    size_t done = 0;
+    size_t keep = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD);
+    bool everything = older_than_ms == 0;
+    /* Two passes: first whole huge pages only, then (for spans twice as old, or when
+     * releasing everything) whatever is left. */
+    for (int pass = 0; pass < 2 && done < goal; pass++) {
+        struct ebb_span *s = lru_head;
+        while (s && done < goal) {
+            struct ebb_span *next = LRU_NEXT(s);
+            if (!everything && s->free_since_ms > older_than_ms) break;
+            if (!everything && ebbi_ph_stats.free_res <= keep) break;
+            bool small_too = pass == 1;
+            if (small_too && !everything && ebbi_thp_active &&
+                s->free_since_ms + (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) > older_than_ms) {
+                s = next;
+                continue;
+            }
+            done += release_span(s, small_too);
+            s = next;
+            /* release_span may have put pieces of s back on the age list before `next`
+             * (they keep their age): they are older than `next` and are seen on the
+             * next pass. */
+        }
+    }
+    return done;
+}
+
+uint64_t ebbi_page_oldest_free_ms(void) { return lru_head ? lru_head->free_since_ms : UINT64_MAX; }
+
+void ebbi_page_heap_stats(struct ebb_page_heap_stats *st) {
+    ebbi_lock(&ebbi_ph_lock);
+    *st = ebbi_ph_stats;
+    ebbi_unlock(&ebbi_ph_lock);
+}

@@ -1,0 +1,253 @@
+/* thread_cache.c: per-thread caches and the slow paths of malloc and free.
+ *
+ * Each list starts with room for nothing (max == 0) and grows on demand: by one object
+ * per underflow up to a batch, then by a batch at a time (slow start), so a thread that
+ * allocates a class once does not hoard a batch of it.  Growth is paid for from a budget:
+ * a thread's lists may hold sum(max * size) <= EBB_THREAD_CACHE_ONE bytes, all threads
+ * together <= EBB_THREAD_CACHE_MAX.  Lists the thread stopped using give back half their
+ * objects and their room at each scavenge (about once a second of activity).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MAX_LEN 4096      /* objects in one list at most */
+#define MAX_OVERFLOWS 3   /* overflows at full size before a list shrinks by a batch */
+#define SCAVENGE_MS 1000
+
+struct ebb_tcache ebbi_tc_empty;
+EBB_TLS struct ebb_tcache *ebbi_tc = &ebbi_tc_empty;
+/* Set while the thread runs its exit destructors: it gets no new cache after that. */
+static EBB_TLS bool tl_exiting;
+
+static ebb_lock_t tc_list_lock; /* the list of caches, the free records, the budget */
+static struct ebb_tcache *tc_all, *tc_free;
+static size_t tc_threads;
+static _Atomic int64_t budget_left; /* bytes not claimed by any thread */
+static pthread_key_t tc_key;
+
+static inline size_t csize(unsigned cls) { return ebbi_classes[cls].size; }
+
+void ebbi_tc_init(void) {
+    atomic_store(&budget_left, ebbi_opt(EBB_OPT_THREAD_CACHE_MAX));
+    pthread_key_create(&tc_key, ebbi_tc_thread_exit);
+}
+
+/* ---------------------------------------------------------------- budget */
+static bool claim(struct ebb_tcache *tc, size_t bytes) {
+    if (tc->claimed + bytes > (size_t)ebbi_opt(EBB_OPT_THREAD_CACHE_ONE)) return false;
+    int64_t left = atomic_load_explicit(&budget_left, memory_order_relaxed);
+    do {
+        if (left < (int64_t)bytes) return false;
+    } while (!atomic_compare_exchange_weak(&budget_left, &left, left - (int64_t)bytes));
+    tc->claimed += bytes;
+    return true;
+}
+
+static void unclaim(struct ebb_tcache *tc, size_t bytes) {
+    tc->claimed -= bytes;
+    atomic_fetch_add(&budget_left, (int64_t)bytes);
+}
+
+/* ---------------------------------------------------------------- moving objects */
+/* Give the first n objects of a list to the central tier. */
+static void release_objects(struct ebb_tc_list *l, unsigned cls, uint32_t n) {
+    const uint32_t batch = ebbi_classes[cls].batch;
+    while (n) {
+        uint32_t k = n < batch ? n : batch;
+        void *head = l->head, *last = head;
+        for (uint32_t i = 1; i < k; i++) last = ebbi_next(last);
+        l->head = ebbi_next(last);
+        ebbi_set_next(last, NULL);
+        l->len -= k;
+        n -= k;
+        ebbi_central_push(cls, head, k);
+    }
+}
+
+/* Lower a list's room to new_max, giving back objects above it and the budget. */
+static void shrink_list(struct ebb_tcache *tc, unsigned cls, uint32_t new_max) {
+    struct ebb_tc_list *l = &tc->lists[cls];
+    if (l->len > new_max) release_objects(l, cls, l->len - new_max);
+    if (l->max > new_max) {
+        unclaim(tc, (size_t)(l->max - new_max) * csize(cls));
+        l->max = new_max;
+    }
+}
+
+static void scavenge(struct ebb_tcache *tc, uint64_t now) {
+    tc->last_scavenge_ms = now;
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+        struct ebb_tc_list *l = &tc->lists[cls];
+        struct ebb_tc_slow *sl = &tc->slow[cls];
+        if (!sl->active && l->max) shrink_list(tc, cls, l->len / 2); /* unused lately */
+        sl->active = 0;
+    }
+}
+
+/* ---------------------------------------------------------------- cache life */
+static struct ebb_tcache *tc_create(void) {
+    ebbi_lock(&tc_list_lock);
+    struct ebb_tcache *tc = tc_free;
+    if (tc) tc_free = tc->free_next;
+    ebbi_unlock(&tc_list_lock);
+    if (!tc) tc = ebbi_meta_alloc(sizeof *tc);
+    if (!tc) return NULL;
+    memset(tc, 0, sizeof *tc);
+    tc->real = true;
+    tc->last_scavenge_ms = ebbi_now_ms();
+    ebbi_lock(&tc_list_lock);
+    tc->next = tc_all;
+    if (tc_all) tc_all->prev = tc;
+    tc_all = tc;
+    tc_threads++;
+    ebbi_unlock(&tc_list_lock);
+    ebbi_tc = tc;
+    /* May allocate (for keys past the first 32): ebbi_tc is already set. */
+    pthread_setspecific(tc_key, tc);
+    return tc;
+}
+
+static void tc_flush(struct ebb_tcache *tc) {
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++) shrink_list(tc, cls, 0);
+}
+
+static void tc_destroy(struct ebb_tcache *tc) {
+    tc_flush(tc);
+    ebbi_lock(&tc_list_lock);
+    if (tc->prev) tc->prev->next = tc->next; else tc_all = tc->next;
+    if (tc->next) tc->next->prev = tc->prev;
+    tc_threads--;
+    tc->real = false;
+    tc->free_next = tc_free;
+    tc_free = tc;
+    ebbi_unlock(&tc_list_lock);
+}
+
+void ebbi_tc_thread_exit(void *arg) {
+    struct ebb_tcache *tc = arg;
+    tl_exiting = true;
+    ebbi_tc = &ebbi_tc_empty;
+    if (tc && tc->real) tc_destroy(tc);
+}
+
+void ebbi_tc_flush_self(void) {
+    struct ebb_tcache *tc = ebbi_tc;
+    if (tc->real) tc_flush(tc);
+}
+
+/* Racy by design: lengths are read while their owners run. */
+__attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threads) {
+    size_t bytes = 0;
+    ebbi_lock(&tc_list_lock);
+    for (struct ebb_tcache *tc = tc_all; tc; tc = tc->next)
+        for (unsigned cls = 1; cls < EBB_NCLASS; cls++)
+            bytes += (size_t)__atomic_load_n(&tc->lists[cls].len, __ATOMIC_RELAXED) * csize(cls);
+    if (threads) *threads = tc_threads;
+    ebbi_unlock(&tc_list_lock);
+    return bytes;
+}
+
+/* ---------------------------------------------------------------- slow paths */
+static struct ebb_tcache *tc_get(void) {
+    struct ebb_tcache *tc = ebbi_tc;
+    if (likely(tc->real)) return tc;
+    if (tl_exiting) return NULL;
+    return tc_create();
+}
+
+static void tick(struct ebb_tcache *tc) {
+    uint64_t now = ebbi_now_ms();
+    if (now - tc->last_scavenge_ms >= SCAVENGE_MS) scavenge(tc, now);
+    ebbi_release_tick();
+}
+
+static inline void *pop_object(struct ebb_tc_list *l) {
+    void *p = l->head;
+    l->head = ebbi_next(p);
+    l->len--;
+    ((uint64_t *)p)[1] = 0;
+    return p;
+}
+
+void *ebbi_malloc_slow(size_t n) {
+    if (n > EBB_SMALL_MAX) return ebbi_large_alloc(n, 0, false);
+    ebbi_ensure_init();
+    unsigned cls = ebbi_size_to_class(n);
+    struct ebb_tcache *tc = tc_get();
+    if (unlikely(!tc)) { /* exiting thread: straight from the central tier */
+        void *p;
+        if (!ebbi_central_pop(cls, 1, &p)) goto oom;
+        ((uint64_t *)p)[1] = 0;
+        return p;
+    }
+    struct ebb_tc_list *l = &tc->lists[cls];
+    if (l->head) return pop_object(l); /* first call before init found class 0 */
+    tc->slow[cls].active = 1;
+    const uint32_t batch = ebbi_classes[cls].batch;
+    uint32_t grow = l->max < batch ? 1 : batch;
+    if (l->max + grow <= MAX_LEN && claim(tc, grow * csize(cls))) l->max += grow;
+    uint32_t want = l->max < batch ? l->max : batch;
+    if (!want) want = 1; /* no budget: serve the one object without caching more */
+    void *head;
+    uint32_t got = (uint32_t)ebbi_central_pop(cls, want, &head);
+    if (!got) goto oom;
+    l->head = head;
+    l->len = got;
+    void *p = pop_object(l);
+    if (l->len > l->max) shrink_list(tc, cls, l->max);
+    tick(tc);
+    return p;
+oom:
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* A small object whose list is full (or whose thread has no cache yet). */
+void ebbi_tc_free_small(void *p, unsigned cls) {
+    struct ebb_tcache *tc = tc_get();
+    if (unlikely(!tc)) {
+        ((uint64_t *)p)[1] = ebbi_free_key;
+        ebbi_set_next(p, NULL);
+        ebbi_central_push(cls, p, 1);
+        return;
+    }
+    struct ebb_tc_list *l = &tc->lists[cls];
+    struct ebb_tc_slow *sl = &tc->slow[cls];
+    sl->active = 1;
+    const uint32_t batch = ebbi_classes[cls].batch;
+    if (l->max < batch) {
+        if (claim(tc, csize(cls))) l->max++;
+    } else if (++sl->overflows > MAX_OVERFLOWS) {
+        sl->overflows = 0;
+        shrink_list(tc, cls, l->max - batch);
+    }
+    ((uint64_t *)p)[1] = ebbi_free_key;
+    ebbi_set_next(p, l->head);
+    l->head = p;
+    l->len++;
+    if (l->len > l->max) { /* full: send a batch (or all there is) to the central tier */
+        uint32_t k = l->len < batch ? l->len : batch;
+        if (l->len - k > l->max) k = l->len - l->max;
+        release_objects(l, cls, k);
+    }
+    tick(tc);
+}
+
+/* ---------------------------------------------------------------- fork */
+void ebbi_tc_fork_prepare(void) { ebbi_lock(&tc_list_lock); }
+void ebbi_tc_fork_parent(void) { ebbi_unlock(&tc_list_lock); }
+
+/* In the child only the forking thread exists: the other threads' caches go back to the
+ * central tier instead of being lost. */
+void ebbi_tc_fork_child(void) {
+    ebbi_lock_reset(&tc_list_lock);
+    struct ebb_tcache *self = ebbi_tc, *tc = tc_all, *next;
+    for (; tc; tc = next) {
+        next = tc->next;
+        if (tc != self) tc_destroy(tc);
+    }
+}
