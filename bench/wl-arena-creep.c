@@ -1,0 +1,480 @@
+/* arena-creep: the field reports' scenario as a program.
+ *
+ * A pool of request-handler threads (default 8 x cores, glibc's arena cap) works
+ * on per-handler working sets of mixed-size blocks (mostly small, some tens of
+ * KiB, a few hundred KiB), every byte written.  Handlers retire after a while and
+ * a new thread takes over the same working set, so blocks allocated by one thread
+ * are freed by another; handlers also pass blocks to each other through
+ * mailboxes, and now and then promote a block into a small process-wide set of
+ * long-lived blocks (a cache).  Load moves between handlers: in each epoch (a
+ * slice of the total work) a fixed number of handlers, chosen from the seed, are
+ * busy (large working set) and the rest are quiet (small working set), so the
+ * live bytes stay about level while the busy role wanders over the handlers.
+ *
+ * When every handler has done its share of the work, all handlers free their
+ * working sets and park, so that only the long-lived set (~8 MiB) remains; the
+ * program then idles to show what the allocator gives back.
+ *
+ * The sequence of sizes and decisions of each handler is a function of --seed,
+ * the handler number and its generation only.
+ *
+ * Output follows the protocol in wl_common.h; the timed section is "load".
+ */
+#define _GNU_SOURCE
+#include "wl_common.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/mman.h>
+
+struct block {
+    void *p;
+    size_t size;
+};
+
+struct mailbox {
+    pthread_mutex_t mu;
+    struct block *ring;
+    uint32_t head, count, cap;
+    bool closed;
+};
+
+enum { SLOT_RUNNING, SLOT_RETIRED, SLOT_PARKED };
+
+struct slot {
+    _Alignas(64) _Atomic int64_t live; /* allocated minus freed by this slot's threads */
+    struct block *ws;                  /* working set, hot_blocks entries */
+    uint64_t ops;                      /* operations done, all generations together */
+    uint32_t gen;
+    uint32_t index;
+    bool hot;
+    int state; /* under ctl.mu */
+    pthread_t th;
+    struct mailbox mb;
+    uint64_t sent, received, kept;
+};
+
+static struct params {
+    unsigned threads;
+    uint64_t seed;
+    uint64_t ops_per_slot;  /* the load: operations per handler slot */
+    uint64_t lifetime;      /* operations before a handler thread retires */
+    uint64_t epoch;         /* operations per handler per busy/quiet epoch (on average) */
+    uint32_t hot_blocks;    /* working-set entries of a busy handler */
+    uint32_t cold_blocks;   /* ... of a quiet one */
+    uint32_t hot_one_in;    /* 1 in N handlers is busy in an epoch */
+    uint32_t send_one_in;   /* 1 in N operations also sends a block to another handler */
+    uint32_t keep_one_in;   /* 1 in N operations also promotes a block to the long-lived set */
+    uint64_t keep_bytes;    /* size of the long-lived set */
+    uint64_t idle_ms;
+    uint64_t report_ms;
+    bool sync;
+} P;
+
+static struct slot *slots;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* main waits here for retired/parked slots */
+    pthread_cond_t exit_cv; /* parked handlers wait here */
+    bool exit_now;
+} ctl = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+
+static struct {
+    pthread_mutex_t mu;
+    struct block *b;
+    uint32_t count, cap;
+    uint64_t bytes;
+} keep = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0};
+
+static atomic_bool reporter_stop;
+
+static void *xmap(size_t bytes)
+{
+    /* Bookkeeping lives outside the allocator under test. */
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        exit(1);
+    }
+    return p;
+}
+
+/* Mostly small, some tens of KiB, a few hundred KiB. */
+static size_t pick_size(struct wl_rng *r)
+{
+    uint64_t x = wl_rand(r);
+    uint32_t k = (uint32_t)(x % 1000);
+    uint64_t y = x >> 16;
+    if (k < 900) { /* 16 B .. 1 KiB, log-uniform */
+        size_t base = (size_t)16 << (y % 6);
+        return base + (size_t)((y >> 8) % base);
+    }
+    if (k < 990) { /* 4 KiB .. 64 KiB, log-uniform */
+        size_t base = (size_t)4096 << (y % 4);
+        return base + (size_t)((y >> 8) % base);
+    }
+    return 96 * 1024 + (size_t)((y >> 8) % (544 * 1024)); /* 96 KiB .. 640 KiB */
+}
+
+static void *alloc_block(struct slot *s, size_t size, unsigned char fill)
+{
+    void *p = malloc(size);
+    if (!p) {
+        fprintf(stderr, "arena-creep: malloc(%zu) failed\n", size);
+        exit(1);
+    }
+    memset(p, fill, size); /* every allocated byte written */
+    atomic_fetch_add_explicit(&s->live, (int64_t)size, memory_order_relaxed);
+    return p;
+}
+
+static void free_block(struct slot *s, struct block *b)
+{
+    if (!b->p)
+        return;
+    free(b->p);
+    atomic_fetch_sub_explicit(&s->live, (int64_t)b->size, memory_order_relaxed);
+    b->p = NULL;
+    b->size = 0;
+}
+
+static bool mailbox_put(struct mailbox *mb, struct block b)
+{
+    bool ok = false;
+    pthread_mutex_lock(&mb->mu);
+    if (!mb->closed && mb->count < mb->cap) {
+        mb->ring[(mb->head + mb->count) % mb->cap] = b;
+        mb->count++;
+        ok = true;
+    }
+    pthread_mutex_unlock(&mb->mu);
+    return ok;
+}
+
+/* Take what other handlers sent and put it into the working set (first n entries). */
+static void mailbox_drain(struct slot *s, struct wl_rng *r, uint32_t n)
+{
+    struct block got[64];
+    uint32_t k = 0;
+    pthread_mutex_lock(&s->mb.mu);
+    while (s->mb.count && k < 64) {
+        got[k++] = s->mb.ring[s->mb.head];
+        s->mb.head = (s->mb.head + 1) % s->mb.cap;
+        s->mb.count--;
+    }
+    pthread_mutex_unlock(&s->mb.mu);
+    for (uint32_t i = 0; i < k; i++) {
+        uint32_t j = (uint32_t)wl_below(r, n);
+        free_block(s, &s->ws[j]); /* often a block another thread allocated */
+        s->ws[j] = got[i];
+        s->received++;
+    }
+}
+
+static void keep_insert(struct slot *s, struct wl_rng *r, struct block b)
+{
+    pthread_mutex_lock(&keep.mu);
+    while (keep.count && (keep.bytes + b.size > P.keep_bytes || keep.count == keep.cap)) {
+        uint32_t j = (uint32_t)wl_below(r, keep.count);
+        keep.bytes -= keep.b[j].size;
+        free_block(s, &keep.b[j]);
+        keep.b[j] = keep.b[--keep.count];
+    }
+    keep.b[keep.count++] = b;
+    keep.bytes += b.size;
+    pthread_mutex_unlock(&keep.mu);
+}
+
+/* Work done by all handlers together, in steps of 256 operations; it drives the
+ * epochs so that every handler agrees on which ones are busy. */
+static _Atomic uint64_t progress;
+
+static uint64_t epoch_key(uint32_t slot, uint64_t epoch)
+{
+    return wl_mix64(P.seed * 0x100000001b3ull ^ ((uint64_t)slot << 40) ^ epoch);
+}
+
+/* Exactly threads / hot_one_in handlers are busy in each epoch: those whose key
+ * ranks lowest. */
+static bool epoch_is_hot(uint32_t slot, uint64_t epoch)
+{
+    uint32_t busy = P.threads / P.hot_one_in;
+    if (busy == 0)
+        busy = 1;
+    uint64_t mine = epoch_key(slot, epoch);
+    uint32_t below = 0;
+    for (uint32_t i = 0; i < P.threads; i++) {
+        uint64_t k = epoch_key(i, epoch);
+        if (k < mine || (k == mine && i < slot))
+            below++;
+    }
+    return below < busy;
+}
+
+static void park(struct slot *s)
+{
+    pthread_mutex_lock(&s->mb.mu);
+    s->mb.closed = true;
+    pthread_mutex_unlock(&s->mb.mu);
+    while (s->mb.count) {
+        struct block b = s->mb.ring[s->mb.head];
+        s->mb.head = (s->mb.head + 1) % s->mb.cap;
+        s->mb.count--;
+        free_block(s, &b);
+    }
+    for (uint32_t i = 0; i < P.hot_blocks; i++)
+        free_block(s, &s->ws[i]);
+
+    pthread_mutex_lock(&ctl.mu);
+    s->state = SLOT_PARKED;
+    pthread_cond_signal(&ctl.cv);
+    while (!ctl.exit_now)
+        pthread_cond_wait(&ctl.exit_cv, &ctl.mu);
+    pthread_mutex_unlock(&ctl.mu);
+}
+
+static void *handler(void *arg)
+{
+    struct slot *s = arg;
+    struct wl_rng r;
+    wl_rng_seed(&r, P.seed, s->index, s->gen);
+    uint64_t done = 0;
+    uint64_t epoch = UINT64_MAX;
+    bool hot = false;
+
+    while (s->ops < P.ops_per_slot && done < P.lifetime) {
+        if ((s->ops & 255) == 0) {
+            uint64_t e = atomic_fetch_add_explicit(&progress, 256, memory_order_relaxed) /
+                         (P.epoch * P.threads);
+            if (e != epoch) {
+                epoch = e;
+                hot = epoch_is_hot(s->index, e);
+            }
+        }
+        if (s->hot && !hot) /* busy -> quiet: the request burst is over */
+            for (uint32_t i = P.cold_blocks; i < P.hot_blocks; i++)
+                free_block(s, &s->ws[i]);
+        s->hot = hot;
+        uint32_t n = hot ? P.hot_blocks : P.cold_blocks;
+
+        uint32_t i = (uint32_t)wl_below(&r, n);
+        free_block(s, &s->ws[i]);
+        size_t size = pick_size(&r);
+        s->ws[i].p = alloc_block(s, size, (unsigned char)i);
+        s->ws[i].size = size;
+
+        uint64_t x = wl_rand(&r);
+        if (P.threads > 1 && x % P.send_one_in == 0) {
+            size_t ms = pick_size(&r);
+            struct block b = {alloc_block(s, ms, 0x5a), ms};
+            uint32_t to = (uint32_t)wl_below(&r, P.threads - 1);
+            if (to >= s->index)
+                to++;
+            if (mailbox_put(&slots[to].mb, b))
+                s->sent++;
+            else
+                free_block(s, &b);
+        }
+        if ((x >> 20) % P.keep_one_in == 0) {
+            size_t ks = pick_size(&r);
+            struct block b = {alloc_block(s, ks, 0xa5), ks};
+            keep_insert(s, &r, b);
+            s->kept++;
+        }
+        if ((s->ops & 63) == 0)
+            mailbox_drain(s, &r, n);
+        s->ops++;
+        done++;
+    }
+
+    if (s->ops >= P.ops_per_slot) {
+        park(s);
+        return NULL;
+    }
+    pthread_mutex_lock(&ctl.mu);
+    s->state = SLOT_RETIRED;
+    pthread_cond_signal(&ctl.cv);
+    pthread_mutex_unlock(&ctl.mu);
+    return NULL;
+}
+
+static int64_t live_now(void)
+{
+    int64_t sum = 0;
+    for (unsigned i = 0; i < P.threads; i++)
+        sum += atomic_load_explicit(&slots[i].live, memory_order_relaxed);
+    return sum < 0 ? 0 : sum;
+}
+
+static void *reporter(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&reporter_stop)) {
+        wl_say("live %llu %lld", (unsigned long long)wl_ms(), (long long)live_now());
+        struct timespec ts = {(time_t)(P.report_ms / 1000), (long)(P.report_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void start_handler(struct slot *s)
+{
+    s->state = SLOT_RUNNING;
+    int e = pthread_create(&s->th, NULL, handler, s);
+    if (e) {
+        fprintf(stderr, "arena-creep: pthread_create: %s\n", strerror(e));
+        exit(1);
+    }
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: ebb-wl-arena-creep [--quick|--long] [--threads N] [--seed S] [--ops N]\n"
+            "       [--lifetime N] [--epoch N] [--hot-blocks N] [--cold-blocks N] [--hot-one-in N]\n"
+            "       [--keep-mib N] [--idle-ms N] [--sync]\n"
+            "  --ops is per handler slot; suffixes k and m multiply by 1e3 and 1e6.\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1)
+        ncpu = 1;
+    P = (struct params){
+        .threads = (unsigned)(8 * ncpu),
+        .seed = 1,
+        .ops_per_slot = 900000,
+        .lifetime = 50000,
+        .epoch = 20000,
+        .hot_blocks = 8192,
+        .cold_blocks = 256,
+        .hot_one_in = 8,
+        .send_one_in = 16,
+        .keep_one_in = 512,
+        .keep_bytes = 8ull << 20,
+        .idle_ms = 3000,
+        .report_ms = 20,
+    };
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (wl_arg_is(a, "--quick")) {
+            P.ops_per_slot = 300000;
+            P.idle_ms = 2500;
+        } else if (wl_arg_is(a, "--long")) {
+            P.ops_per_slot = 10000000;
+            P.idle_ms = 15000;
+        } else if (wl_arg_is(a, "--threads"))
+            P.threads = (unsigned)wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--seed"))
+            P.seed = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--ops"))
+            P.ops_per_slot = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--lifetime"))
+            P.lifetime = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--epoch"))
+            P.epoch = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--hot-blocks"))
+            P.hot_blocks = (uint32_t)wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--cold-blocks"))
+            P.cold_blocks = (uint32_t)wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--hot-one-in"))
+            P.hot_one_in = (uint32_t)wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--keep-mib"))
+            P.keep_bytes = wl_arg_num(argc, argv, &i) << 20;
+        else if (wl_arg_is(a, "--idle-ms"))
+            P.idle_ms = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--sync"))
+            P.sync = true;
+        else
+            usage();
+    }
+    if (!P.threads || !P.lifetime || !P.epoch || !P.hot_blocks || !P.hot_one_in)
+        usage();
+    if (P.cold_blocks == 0 || P.cold_blocks > P.hot_blocks)
+        P.cold_blocks = P.hot_blocks;
+
+    wl_start(P.sync);
+    fprintf(stderr,
+            "arena-creep: %u handlers, %llu ops each, lifetime %llu, epoch %llu, seed %llu\n",
+            P.threads, (unsigned long long)P.ops_per_slot, (unsigned long long)P.lifetime,
+            (unsigned long long)P.epoch, (unsigned long long)P.seed);
+
+    slots = xmap(sizeof(struct slot) * P.threads);
+    for (unsigned i = 0; i < P.threads; i++) {
+        struct slot *s = &slots[i];
+        s->index = i;
+        s->ws = xmap(sizeof(struct block) * P.hot_blocks);
+        pthread_mutex_init(&s->mb.mu, NULL);
+        s->mb.cap = 256;
+        s->mb.ring = xmap(sizeof(struct block) * s->mb.cap);
+    }
+    keep.cap = 1u << 16;
+    keep.b = xmap(sizeof(struct block) * keep.cap);
+
+    pthread_t rep;
+    pthread_create(&rep, NULL, reporter, NULL);
+
+    wl_say("phase load-start %llu", (unsigned long long)wl_ms());
+    uint64_t t0 = wl_now_ns();
+    uint64_t generations = P.threads;
+    pthread_mutex_lock(&ctl.mu);
+    for (unsigned i = 0; i < P.threads; i++)
+        start_handler(&slots[i]);
+    for (;;) {
+        unsigned parked = 0;
+        for (unsigned i = 0; i < P.threads; i++) {
+            struct slot *s = &slots[i];
+            if (s->state == SLOT_RETIRED) {
+                pthread_mutex_unlock(&ctl.mu);
+                pthread_join(s->th, NULL);
+                pthread_mutex_lock(&ctl.mu);
+                s->gen++;
+                generations++;
+                start_handler(s);
+            } else if (s->state == SLOT_PARKED)
+                parked++;
+        }
+        if (parked == P.threads)
+            break;
+        pthread_cond_wait(&ctl.cv, &ctl.mu);
+    }
+    pthread_mutex_unlock(&ctl.mu);
+    uint64_t t1 = wl_now_ns();
+
+    uint64_t ops = 0, sent = 0, received = 0, kept = 0;
+    for (unsigned i = 0; i < P.threads; i++) {
+        ops += slots[i].ops;
+        sent += slots[i].sent;
+        received += slots[i].received;
+        kept += slots[i].kept;
+    }
+    wl_say("live %llu %lld", (unsigned long long)wl_ms(), (long long)live_now());
+    wl_say("phase drop %llu", (unsigned long long)wl_ms());
+    wl_say("result load %llu %llu", (unsigned long long)ops, (unsigned long long)(t1 - t0));
+    wl_say("note threads=%llu sent=%llu received=%llu kept=%llu keep_bytes=%llu",
+           (unsigned long long)generations, (unsigned long long)sent,
+           (unsigned long long)received, (unsigned long long)kept,
+           (unsigned long long)keep.bytes);
+    fprintf(stderr, "arena-creep: load done in %.2f s, %llu handler threads, idling %llu ms\n",
+            (double)(t1 - t0) / 1e9, (unsigned long long)generations,
+            (unsigned long long)P.idle_ms);
+
+    struct timespec idle = {(time_t)(P.idle_ms / 1000), (long)(P.idle_ms % 1000) * 1000000L};
+    while (nanosleep(&idle, &idle) < 0 && errno == EINTR) {
+    }
+    wl_say("phase end %llu", (unsigned long long)wl_ms());
+
+    atomic_store(&reporter_stop, true);
+    pthread_join(rep, NULL);
+    pthread_mutex_lock(&ctl.mu);
+    ctl.exit_now = true;
+    pthread_cond_broadcast(&ctl.exit_cv);
+    pthread_mutex_unlock(&ctl.mu);
+    for (unsigned i = 0; i < P.threads; i++)
+        pthread_join(slots[i].th, NULL);
+    return 0;
+}
