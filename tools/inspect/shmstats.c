@@ -1,0 +1,183 @@
+/* ebbmalloc's live stats page, read without stopping or signalling the process.
+ *
+ * The page is trusted only when every check passes:
+ *  1. the process's maps show a mapping of /dev/shm/ebbmalloc.<its pid> (a file left
+ *     by an earlier process with the same pid, mapped by nobody, is refused);
+ *  2. the file opened is that very mapping: same device and inode as in maps (opened
+ *     through /proc/PID/root so containers work; if the name was replaced or unlinked,
+ *     through /proc/PID/map_files);
+ *  3. the file belongs to the process's user and holds a whole page;
+ *  4. magic, version and size match this ebb-inspect's header;
+ *  5. pid (as the process sees itself) and start_time equal /proc/PID/stat's, so a page
+ *     copied from, or left by, another process is refused;
+ *  6. seq is even and unchanged across the copy (the writer makes it odd while it
+ *     writes), within a bounded number of tries;
+ *  7. the identities of struct ebb_stats hold.
+ * Anything else leaves the state REFUSED with the reason. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "inspect.h"
+
+#define SHM_PREFIX "/dev/shm/ebbmalloc."
+
+const char *shm_page_check(const struct ebb_shm_page *pg, pid_t nspid, uint64_t start_time)
+{
+    if (pg->magic != EBB_SHM_MAGIC)
+        return "wrong magic: not an ebbmalloc stats page";
+    if (pg->version != EBB_SHM_VERSION)
+        return "unknown page version (ebb-inspect and the library differ)";
+    if (pg->size != sizeof(*pg))
+        return "page size field does not match this version's layout";
+    if (pg->pid != nspid)
+        return "page names another pid: foreign or copied page";
+    if (pg->start_time != start_time)
+        return "start_time differs from the process's: page left by an earlier process";
+    const struct ebb_stats *s = &pg->stats;
+    if (s->resident != s->in_use + s->thread_cache + s->central + s->page_free + s->metadata)
+        return "resident != in_use + thread_cache + central + page_free + metadata";
+    if (s->mapped != s->resident + s->released)
+        return "mapped != resident + released";
+    return NULL;
+}
+
+static void refuse(struct shm_result *r, const char *fmt, const char *detail)
+{
+    r->state = STATS_REFUSED;
+    snprintf(r->reason, sizeof(r->reason), fmt, detail);
+}
+
+/* Seqlock copy: relaxed word loads between two reads of seq. */
+static bool copy_page(const volatile struct ebb_shm_page *src, struct ebb_shm_page *dst)
+{
+    const uint64_t *w = (const uint64_t *)(const void *)src;
+    uint64_t *d = (uint64_t *)(void *)dst;
+    for (int tries = 0; tries < 2000; tries++) {
+        uint64_t s1 = __atomic_load_n(&src->seq, __ATOMIC_ACQUIRE);
+        if (!(s1 & 1)) {
+            for (size_t i = 0; i < sizeof(*dst) / 8; i++)
+                d[i] = __atomic_load_n(&w[i], __ATOMIC_RELAXED);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (__atomic_load_n(&src->seq, __ATOMIC_RELAXED) == s1)
+                return true;
+        }
+        if (tries > 20) {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        } else {
+            sched_yield();
+        }
+    }
+    return false;
+}
+
+static int open_mapped(struct inspection *in, const struct vma *v, bool *via_map_files)
+{
+    const struct proc *p = &in->proc;
+    char rel[600];
+    *via_map_files = false;
+    size_t plen = strlen(v->path);
+    bool deleted = plen > 10 && !strcmp(v->path + plen - 10, " (deleted)");
+    if (!deleted) {
+        snprintf(rel, sizeof(rel), "root%s", v->path);
+        int fd = openat(p->dirfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {
+            struct stat sb;
+            if (fstat(fd, &sb) == 0 && sb.st_ino == v->inode &&
+                sb.st_dev == makedev(v->dev_major, v->dev_minor))
+                return fd;
+            close(fd);
+        }
+    }
+    snprintf(rel, sizeof(rel), "map_files/%" PRIx64 "-%" PRIx64, v->start, v->end);
+    int fd = openat(p->dirfd, rel, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        *via_map_files = true;
+    return fd;
+}
+
+void shm_stats_read(struct inspection *in)
+{
+    struct shm_result *r = &in->stats;
+    const struct proc *p = &in->proc;
+    char want[64];
+    snprintf(want, sizeof(want), SHM_PREFIX "%d", (int)p->nspid);
+    memset(r, 0, sizeof(*r));
+
+    const struct vma *v = NULL;
+    for (size_t i = 0; i < in->maps.n && !v; i++)
+        if (!strncmp(in->maps.v[i].path, SHM_PREFIX, strlen(SHM_PREFIX)))
+            v = &in->maps.v[i];
+    if (!v) {
+        char rel[80];
+        struct stat sb;
+        snprintf(rel, sizeof(rel), "root%s", want);
+        if (fstatat(p->dirfd, rel, &sb, 0) == 0)
+            refuse(r, "%s exists but the process does not map it: stale (left by an earlier "
+                      "process with this pid) or foreign, not read", want);
+        else
+            r->state = STATS_ABSENT;
+        return;
+    }
+    size_t wl = strlen(want);
+    if (strncmp(v->path, want, wl) || (v->path[wl] && strcmp(v->path + wl, " (deleted)"))) {
+        refuse(r, "the process maps %s, which is named for another pid", v->path);
+        return;
+    }
+    bool via_map_files;
+    int fd = open_mapped(in, v, &via_map_files);
+    if (fd < 0) {
+        refuse(r, "cannot open the mapped page %s (the name now points to another file, "
+                  "and /proc/PID/map_files needs root)", v->path);
+        return;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        refuse(r, "%s is not a regular file", v->path);
+        return;
+    }
+    if (sb.st_uid != p->ruid && sb.st_uid != p->euid) {
+        close(fd);
+        refuse(r, "%s belongs to another user than the process: foreign, not read", v->path);
+        return;
+    }
+    if ((uint64_t)sb.st_size < sizeof(struct ebb_shm_page)) {
+        close(fd);
+        refuse(r, "%s is shorter than a stats page", v->path);
+        return;
+    }
+    void *m = mmap(NULL, sizeof(struct ebb_shm_page), PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) {
+        refuse(r, "cannot map %s", v->path);
+        return;
+    }
+    bool ok = copy_page(m, &r->page);
+    munmap(m, sizeof(struct ebb_shm_page));
+    if (!ok) {
+        refuse(r, "%s: seq stayed odd (the writer is stuck or died while updating)", v->path);
+        return;
+    }
+    const char *why = shm_page_check(&r->page, p->nspid, p->start_time);
+    if (why) {
+        refuse(r, "%s", why);
+        return;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    r->age_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - (int64_t)r->page.updated_ms;
+    r->state = STATS_OK;
+    snprintf(r->reason, sizeof(r->reason), "%s%s", v->path,
+             via_map_files ? " (read through /proc/PID/map_files: the name was replaced)" : "");
+}
