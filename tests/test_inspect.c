@@ -467,6 +467,65 @@ static void test_parse_size(void **state)
     assert_false(ok);
 }
 
+/* ---- hints, on made-up inspections ---- */
+
+static bool has_hint(const struct inspection *in, const char *a, const char *b)
+{
+    for (size_t i = 0; i < in->nhints; i++)
+        if (strstr(in->hints[i], a) && (!b || strstr(in->hints[i], b)))
+            return true;
+    return false;
+}
+
+static void test_hints(void **state)
+{
+    (void)state;
+    static struct inspection in; /* large: not on the stack */
+    memset(&in, 0, sizeof(in));
+    in.maps_ok = true;
+    in.cg.found = in.cg.have_usage = in.cg.have_stat = true;
+    in.cg.limit = 1024ull << 20;
+    in.cg.usage = 900ull << 20;
+    in.cg.file = 600ull << 20;
+    in.cg.anon = 300ull << 20;
+    in.cg.inactive_file = 500ull << 20;
+    make_hints(&in);
+    assert_true(has_hint(&in, "page cache", "not a leak"));
+    assert_true(has_hint(&in, "working set", "400 MiB"));
+    for (size_t i = 0; i < in.nhints; i++)
+        free(in.hints[i]);
+
+    memset(&in, 0, sizeof(in));
+    in.maps_ok = true;
+    in.cg.found = in.cg.have_usage = in.cg.have_stat = true;
+    in.cg.limit = 1024ull << 20;
+    in.cg.usage = 1000ull << 20;
+    in.cg.anon = 900ull << 20;
+    in.nheaps = 5;
+    in.cat[CAT_ARENAS].rss = 300ull << 20;
+    in.cat[CAT_ARENAS].size = 320ull << 20;
+    in.cat[CAT_MAIN_HEAP].rss = 10ull << 20;
+    char *env[] = {"MALLOC_ARENA_MAX=4", NULL};
+    in.proc.environ = env;
+    make_hints(&in);
+    assert_true(has_hint(&in, "OOM killer", NULL));
+    assert_false(has_hint(&in, "not a leak", NULL));
+    assert_true(has_hint(&in, "5 glibc arena heaps hold 300 MiB", "already set to 4"));
+    for (size_t i = 0; i < in.nhints; i++)
+        free(in.hints[i]);
+
+    /* well below the limit, few arenas: nothing to say */
+    memset(&in, 0, sizeof(in));
+    in.maps_ok = true;
+    in.cg.found = in.cg.have_usage = true;
+    in.cg.limit = 1024ull << 20;
+    in.cg.usage = 100ull << 20;
+    in.nheaps = 1;
+    in.cat[CAT_ARENAS].rss = 30ull << 20;
+    make_hints(&in);
+    assert_int_equal(in.nhints, 0);
+}
+
 /* ---- the real library ---- */
 
 static void test_real_ebbmalloc(void **state)
@@ -540,6 +599,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_parse_size, children_teardown),
         cmocka_unit_test_teardown(test_page_check, children_teardown),
+        cmocka_unit_test_teardown(test_hints, children_teardown),
         cmocka_unit_test_teardown(test_arenas, children_teardown),
         cmocka_unit_test_teardown(test_other_user, children_teardown),
         cmocka_unit_test_teardown(test_unreadable, children_teardown),

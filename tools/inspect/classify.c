@@ -9,6 +9,7 @@
  * is unreadable, a proportional share (marked approximate). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -237,37 +238,70 @@ static void region_set(struct jvm_region *r, uint64_t lo, uint64_t hi, bool conf
     r->confirmed = confirmed;
 }
 
-static void find_java_heap(struct inspection *in)
+/* The JVM rounds the heap reservation up to its heap alignment (1 to 32 MiB): look
+ * for a contiguous anonymous window of such a size starting at a mapping, preferring
+ * one that also ends where a mapping ends, then the smallest alignment. */
+static bool heap_window(struct inspection *in, uint64_t want, const char *source, bool confirmed)
 {
-    static const char *const pre[] = {"-Xmx", "-XX:MaxHeapSize=", NULL};
-    in->xmx = jvm_size_option(in, pre, in->xmx_source, sizeof(in->xmx_source));
-    if (!in->xmx)
-        return;
-    /* the JVM rounds the reservation up to its heap alignment (at most 32 MiB here) */
-    for (uint64_t align = 1; align <= 32 * MiB; align = align == 1 ? MiB : align * 2) {
-        uint64_t size = (in->xmx + align - 1) / align * align;
-        uint64_t best = 0;
-        bool best_boundary = false;
-        for (size_t i = 0; i < in->maps.n; i++) {
+    uint64_t best = 0, best_size = 0;
+    bool best_boundary = false;
+    for (uint64_t align = MiB; align <= 32 * MiB; align *= 2) {
+        uint64_t size = (want + align - 1) / align * align;
+        for (size_t i = 0; i < in->maps.n && !best_boundary; i++) {
             const struct vma *v = &in->maps.v[i];
             bool boundary;
             if (!vma_anon(v) || !window_ok(in, v->start, size, true, &boundary))
                 continue;
-            if (!best || (boundary && !best_boundary)) {
+            if (!best || boundary) {
                 best = v->start;
+                best_size = size;
                 best_boundary = boundary;
             }
         }
-        if (best) {
-            region_set(&in->java_heap, best, best + size, true);
-            snprintf(in->java_heap.how, sizeof(in->java_heap.how),
-                     "a %s reservation of %llu MiB, the maximum heap size from %s",
-                     best_boundary ? "contiguous" : "contiguous (merged at its end)",
-                     (unsigned long long)(size / MiB), in->xmx_source);
-            claim(in, best, best + size, CAT_JAVA_HEAP, -1);
-            return;
-        }
     }
+    if (!best)
+        return false;
+    region_set(&in->java_heap, best, best + best_size, confirmed);
+    snprintf(in->java_heap.how, sizeof(in->java_heap.how),
+             "a %s reservation of %llu MiB, the maximum heap size from %s",
+             best_boundary ? "contiguous" : "contiguous (merged at its end)",
+             (unsigned long long)(best_size / MiB), source);
+    claim(in, best, best + best_size, CAT_JAVA_HEAP, -1);
+    return true;
+}
+
+static uint64_t mem_total(void)
+{
+    char *buf;
+    if (read_file_at(AT_FDCWD, "/proc/meminfo", &buf, NULL) < 0)
+        return 0;
+    const char *l = strstr(buf, "MemTotal:");
+    uint64_t v = l ? strtoull(l + 9, NULL, 10) * 1024 : 0;
+    free(buf);
+    return v;
+}
+
+static void find_java_heap(struct inspection *in)
+{
+    static const char *const pre[] = {"-Xmx", "-XX:MaxHeapSize=", NULL};
+    in->xmx = jvm_size_option(in, pre, in->xmx_source, sizeof(in->xmx_source));
+    if (in->xmx) {
+        heap_window(in, in->xmx, in->xmx_source, true);
+        return;
+    }
+    /* No flag: the JVM's default is a share of the memory it sees (the cgroup limit
+     * when there is one), 25% unless -XX:MaxRAMPercentage says otherwise. */
+    uint64_t ram = mem_total();
+    uint64_t lim = in->cg.eff_limit ? in->cg.eff_limit : in->cg.limit;
+    if (lim && (lim < ram || !ram))
+        ram = lim;
+    double pct = 25;
+    for (char **a = in->proc.argv; a && *a; a++)
+        if (!strncmp(*a, "-XX:MaxRAMPercentage=", 21))
+            pct = strtod(*a + 21, NULL);
+    if (ram && pct > 0)
+        heap_window(in, (uint64_t)((double)ram * pct / 100.0),
+                    "the JVM's default share of memory (no -Xmx)", false);
 }
 
 static void find_class_space(struct inspection *in)

@@ -80,10 +80,12 @@ int inspect(struct inspection *in, pid_t pid, unsigned flags, char *err, size_t 
             snprintf(what, sizeof(what), "/proc/%d/mem", (int)pid);
             note_unreadable(in, what, "not readable: glibc arena heaps recognised by their layout only, not verified");
         }
+    }
+    cgroup_read(in); /* before classify: a JVM's default heap size follows the limit */
+    if (in->maps_ok) {
         shm_stats_read(in);
         classify(in);
     }
-    cgroup_read(in);
     /* everything above came from one process only if it is still the same one */
     if (proc_read_stat(&in->proc) < 0) {
         snprintf(err, errlen, "process %d exited while being inspected", (int)pid);
