@@ -33,7 +33,10 @@ static const char *need(const char *name)
 /* Run ebb-inspect with arguments; returns the exit code (or 128+signal). */
 static int inspect_cli(char **out, char **err, bool as_nobody, ...)
 {
-    char *argv[16] = {(char *)need("EBB_INSPECT")};
+    static char *nobody_copy;
+    if (as_nobody && !nobody_copy)
+        assert_non_null(nobody_copy = copy_for_nobody(need("EBB_INSPECT")));
+    char *argv[16] = {as_nobody ? nobody_copy : (char *)need("EBB_INSPECT")};
     int n = 1;
     va_list ap;
     va_start(ap, as_nobody);
@@ -72,7 +75,11 @@ struct hog {
 
 static void hog_start(struct hog *h, const char *threads, const char *mib, const char *big, bool nobody)
 {
-    char *argv[] = {(char *)need("ARENA_HOG"), (char *)threads, (char *)mib, (char *)big, NULL};
+    static char *nobody_copy;
+    if (nobody && !nobody_copy)
+        assert_non_null(nobody_copy = copy_for_nobody(need("ARENA_HOG")));
+    char *argv[] = {nobody ? nobody_copy : (char *)need("ARENA_HOG"), (char *)threads, (char *)mib,
+                    (char *)big, NULL};
     memset(h, 0, sizeof(*h));
     assert_int_equal(child_start(&h->c, argv, NULL, nobody), 0);
     if (!child_wait_line(&h->c, "ready", 60))

@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,35 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+char *copy_for_nobody(const char *path)
+{
+    char dir[] = "/tmp/ebb-tools-test-XXXXXX";
+    if (!mkdtemp(dir) || chmod(dir, 0755) < 0)
+        return NULL;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    char *dst;
+    if (asprintf(&dst, "%s/%s", dir, base) < 0)
+        return NULL;
+    int in = open(path, O_RDONLY | O_CLOEXEC);
+    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    char buf[65536];
+    ssize_t n = 0;
+    while (in >= 0 && out >= 0 && (n = read(in, buf, sizeof(buf))) > 0)
+        if (write(out, buf, (size_t)n) != n) {
+            n = -1;
+            break;
+        }
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    if (in < 0 || out < 0 || n < 0 || chmod(dst, 0755) < 0) {
+        free(dst);
+        return NULL;
+    }
+    return dst;
 }
 
 const char *test_env(const char *name)

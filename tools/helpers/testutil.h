@@ -31,6 +31,10 @@ int children_teardown(void **state);
 int run_capture(char *const argv[], char *const extra_env[], bool as_nobody, double timeout_s,
                 char **out, char **err);
 
+/* A copy of the program at path that user nobody can run whatever the permissions of
+ * the build directory (a fresh temporary directory, mode 0755); malloc'd path. */
+char *copy_for_nobody(const char *path);
+
 /* Environment variable a test needs; NULL if unset. */
 const char *test_env(const char *name);
 

@@ -52,7 +52,7 @@ const char *cat_label(const struct inspection *in, enum category c)
     case CAT_JAVA_HEAP:
         return "Java heap";
     case CAT_JVM_CLASS:
-        return "JVM metaspace and class space";
+        return "JVM class metadata (metaspace, CDS)";
     case CAT_JVM_CODE:
         return "JVM code cache";
     case CAT_EBBMALLOC:

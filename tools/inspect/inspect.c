@@ -29,6 +29,7 @@ int inspect(struct inspection *in, pid_t pid, unsigned flags, char *err, size_t 
 {
     memset(in, 0, sizeof(*in));
     in->pagemap_fd = in->mem_fd = -1;
+    strcpy(in->allocator, "unknown");
     if (proc_open(&in->proc, pid, err, errlen) < 0)
         return 1;
     char what[64];

@@ -253,8 +253,8 @@ void report_text(FILE *f, const struct inspection *in)
             region_line(f, "class space", &in->class_space);
             region_line(f, "code cache", &in->code_cache);
             if (in->metaspace_nodes)
-                fprintf(f, "  metaspace   %u reservations of 64 MiB (a guess from their size and alignment)\n",
-                        in->metaspace_nodes);
+                fprintf(f, "  metaspace   %u reservation%s of 64 MiB (a guess from their size and alignment)\n",
+                        in->metaspace_nodes, in->metaspace_nodes == 1 ? "" : "s");
         }
     }
 
