@@ -3,6 +3,8 @@
  * real ebbmalloc, and the error cases (no such pid, exited, unreadable). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -601,6 +603,108 @@ static void test_cgroup(void **state)
     inspection_free(&in);
 }
 
+/* A cgroup of our own with an 80 MiB limit, filled mostly with page cache: the
+ * limit is read and the hint says it is cache, not a leak.  Skipped where no
+ * memory cgroup can be made (not root, no writable hierarchy). */
+static bool write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return false;
+    bool ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+static bool make_cgroup(char *dir, size_t len, int *version)
+{
+    char *txt = NULL, line[1024];
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f)
+        return false;
+    char v1[512] = "", v2[512] = "";
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+        if (!b)
+            continue;
+        *b = '\0';
+        if (strstr(a + 1, "memory"))
+            snprintf(v1, sizeof(v1), "%s", b + 1);
+        else if (!strcmp(line, "0") && !a[1])
+            snprintf(v2, sizeof(v2), "%s", b + 1);
+    }
+    fclose(f);
+    free(txt);
+    if (v1[0]) {
+        snprintf(dir, len, "/sys/fs/cgroup/memory%s/ebb-inspect-test-%d", strcmp(v1, "/") ? v1 : "", (int)getpid());
+        *version = 1;
+    } else if (v2[0]) {
+        snprintf(dir, len, "/sys/fs/cgroup%s/ebb-inspect-test-%d", strcmp(v2, "/") ? v2 : "", (int)getpid());
+        *version = 2;
+    } else {
+        return false;
+    }
+    if (mkdir(dir, 0755) < 0)
+        return false;
+    char limit[800];
+    snprintf(limit, sizeof(limit), "%s/%s", dir, *version == 1 ? "memory.limit_in_bytes" : "memory.max");
+    if (!write_file(limit, "83886080")) {
+        rmdir(dir);
+        return false;
+    }
+    return true;
+}
+
+static void test_cgroup_limit(void **state)
+{
+    (void)state;
+    char dir[700];
+    int version;
+    if (geteuid() != 0 || !make_cgroup(dir, sizeof(dir), &version)) {
+        print_message("cannot make a memory cgroup here: cgroup limit test skipped\n");
+        skip();
+    }
+    /* 72 MiB of file data, not in the page cache yet */
+    char file[] = "/var/tmp/ebb-inspect-cache-XXXXXX";
+    int fd = mkstemp(file);
+    assert_true(fd >= 0);
+    static char block[1 << 20];
+    memset(block, 'e', sizeof(block));
+    for (int i = 0; i < 72; i++)
+        assert_int_equal(write(fd, block, sizeof(block)), (ssize_t)sizeof(block));
+    fsync(fd);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+
+    /* a process in the cgroup that reads the file (page cache charged there) and waits */
+    char script[2048];
+    snprintf(script, sizeof(script),
+             "echo $$ > %s/cgroup.procs && cat %s > /dev/null && echo ready && exec sleep 60", dir, file);
+    char *argv[] = {"/bin/sh", "-c", script, NULL};
+    struct child c;
+    assert_int_equal(child_start(&c, argv, NULL, false), 0);
+    bool ready = child_wait_line(&c, "ready", 30);
+    struct jval *j = ready ? inspect_json(c.pid, false, 0, NULL) : NULL;
+    child_stop(&c);
+    unlink(file);
+    for (int i = 0; i < 100 && rmdir(dir) < 0; i++)
+        usleep(20000);
+    if (!ready)
+        fail_msg("the reader in the cgroup did not get ready");
+    assert_int_equal((int)json_num(j, "cgroup.version"), version);
+    assert_non_null(strstr(json_str(j, "cgroup.path"), "ebb-inspect-test-"));
+    assert_int_equal((uint64_t)json_num(j, "cgroup.limit_bytes"), 80 << 20);
+    assert_true(json_num(j, "cgroup.file_bytes") >= 48 * MiB);
+    const struct jval *hints = json_at(j, "hints");
+    bool cache = false;
+    for (size_t k = 0; k < hints->n; k++)
+        cache |= strstr(hints->items[k].str, "not a leak") != NULL;
+    if (!cache)
+        fail_msg("no page-cache hint: usage %.0f, file %.0f", json_num(j, "cgroup.usage_bytes"),
+                 json_num(j, "cgroup.file_bytes"));
+    json_free(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -618,6 +722,7 @@ int main(void)
         cmocka_unit_test_teardown(test_stats_page_refused, children_teardown),
         cmocka_unit_test_teardown(test_stats_page_replaced, children_teardown),
         cmocka_unit_test_teardown(test_cgroup, children_teardown),
+        cmocka_unit_test_teardown(test_cgroup_limit, children_teardown),
         cmocka_unit_test_teardown(test_jvm, children_teardown),
         cmocka_unit_test_teardown(test_real_ebbmalloc, children_teardown),
     };
