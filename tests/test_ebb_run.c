@@ -82,6 +82,12 @@ static void test_options_to_env(void **state)
     free(out);
     free(err);
 
+    rc = run(&out, &err, env, "--soft-limit", "90%", "--", (char *)need("DYN_HELLO"), "0", NULL);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(err, "EBB_SOFT_LIMIT=90%\n"));
+    free(out);
+    free(err);
+
     rc = run(&out, &err, env, "--soft-limit", "lots", "--", (char *)need("DYN_HELLO"), "0", NULL);
     assert_int_equal(rc, 125);
     assert_non_null(strstr(err, "--soft-limit needs a size"));

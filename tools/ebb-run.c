@@ -64,7 +64,8 @@ static void usage(FILE *f)
             "Runs COMMAND with ebbmalloc preloaded (LD_PRELOAD) and checks that it took effect.\n"
             "  --stats             print ebbmalloc's statistics at exit (EBB_STATS=1)\n"
             "  --release-ms MS     return free memory to the kernel after MS ms (EBB_RELEASE_MS)\n"
-            "  --soft-limit SIZE   soft limit on resident memory, e.g. 512M (EBB_SOFT_LIMIT, in bytes)\n"
+            "  --soft-limit SIZE   soft limit on resident memory: 512M, 2G (EBB_SOFT_LIMIT, in bytes)\n"
+            "                      or 90%% of the cgroup's limit\n"
             "  --no-stats-page     do not publish /dev/shm/ebbmalloc.PID (EBB_STATS_SHM=0)\n"
             "  --lib PATH          use this libebbmalloc.so\n"
             "  --allow-no-preload  if the preload did not take effect, warn and keep the command running\n"
@@ -347,9 +348,11 @@ int main(int argc, char **argv)
             break;
         }
         case 'l': {
+            /* a size (K/M/G suffixes) passed on in bytes, or a share of the cgroup limit */
             unsigned long long v = strtoull(optarg, &end, 10);
             unsigned long long mul = 1;
-            if (end != optarg && *end) {
+            bool pct = end != optarg && !strcmp(end, "%");
+            if (end != optarg && *end && !pct) {
                 switch (*end++) {
                 case 'k': case 'K': mul = 1ull << 10; break;
                 case 'm': case 'M': mul = 1ull << 20; break;
@@ -360,11 +363,15 @@ int main(int argc, char **argv)
                 if (*end == 'b' || *end == 'B')
                     end++;
             }
-            if (end == optarg || *end || optarg[0] == '-' || v == 0) {
-                say("--soft-limit needs a size such as 512M or 2G, not '%s'", optarg);
+            if (end == optarg || (*end && !pct) || optarg[0] == '-' || v == 0 || (pct && v > 100)) {
+                say("--soft-limit needs a size such as 512M or 2G, or a share of the cgroup limit "
+                    "such as 90%%, not '%s'", optarg);
                 return REFUSE;
             }
-            snprintf(buf, sizeof(buf), "%llu", v * mul);
+            if (pct)
+                snprintf(buf, sizeof(buf), "%llu%%", v);
+            else
+                snprintf(buf, sizeof(buf), "%llu", v * mul);
             if (set_env("EBB_SOFT_LIMIT", buf) < 0)
                 return REFUSE;
             break;
