@@ -281,6 +281,28 @@ static void test_watch(void **state)
     assert_non_null(strstr(out, "since the first sample"));
     free(out);
     free(err);
+
+    /* a process that keeps allocating from glibc's main heap: the growth shows there */
+    struct child g;
+    char *gargv[] = {(char *)need("ARENA_HOG"), "1", "1", "1", "20", NULL};
+    assert_int_equal(child_start(&g, gargv, NULL, false), 0);
+    assert_true(child_wait_line(&g, "ready", 30));
+    char gp[16];
+    snprintf(gp, sizeof(gp), "%d", (int)g.pid);
+    assert_int_equal(inspect_cli(&out, &err, false, "--json", "--watch", "0.5", "--count", "3", gp, NULL), 0);
+    char *last = out, *nl;
+    while ((nl = strchr(last, '\n')) && nl[1])
+        last = nl + 1;
+    struct jval *j = json_parse(last);
+    assert_non_null(j);
+    /* 20 MiB/s for about a second */
+    if (json_num(j, "growth.glibc_main_heap") < 8 * MiB)
+        fail_msg("main heap grew by %.0f bytes only", json_num(j, "growth.glibc_main_heap"));
+    assert_true(json_num(j, "growth.rss_bytes") >= 8 * MiB);
+    json_free(j);
+    free(out);
+    free(err);
+    child_stop(&g);
     /* the process ends while watched */
     struct child c = h.c;
     char *argv[] = {(char *)need("EBB_INSPECT"), "--watch", "0.1", p, NULL};

@@ -6,7 +6,8 @@
  * When every thread is done it prints, for each glibc heap its blocks live in (the
  * block address rounded down to 64 MiB, as glibc finds a block's heap), a line
  * "heap 0x... thread N", then "ready", and waits until killed.  The threads stay
- * alive so that each keeps its own arena. */
+ * alive so that each keeps its own arena.  With GROW_MIB_PER_S, the main thread then
+ * keeps allocating at that rate (from glibc's main heap) until killed. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
@@ -53,7 +54,7 @@ static void *work(void *arg)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: arena-hog THREADS MIB [BIG_MIB]\n");
+        fprintf(stderr, "usage: arena-hog THREADS MIB [BIG_MIB [GROW_MIB_PER_S]]\n");
         return 2;
     }
     int nt = atoi(argv[1]);
@@ -74,6 +75,17 @@ int main(int argc, char **argv)
             printf("heap 0x%lx thread %d\n", (unsigned long)w[i].heaps[k], i);
     printf("ready\n");
     fflush(stdout);
+    long grow = argc > 4 ? atol(argv[4]) : 0;
+    while (grow > 0) {
+        /* 1/100 of the rate every 10 ms, in blocks below the mmap threshold */
+        for (long b = 0; b < grow * 1024 * 1024 / 100 / BLOCK; b++) {
+            char *p = malloc(BLOCK);
+            if (!p)
+                abort();
+            memset(p, 0x5b, BLOCK);
+        }
+        usleep(10000);
+    }
     for (;;)
         pause();
 }
