@@ -56,7 +56,7 @@ const char *cat_label(const struct inspection *in, enum category c)
     case CAT_JVM_CODE:
         return "JVM code cache";
     case CAT_EBBMALLOC:
-        return "ebbmalloc (from its stats page)";
+        return in->stats.state == STATS_OK ? "ebbmalloc (per its stats page)" : "ebbmalloc stats page";
     case CAT_LIBS:
         return "program and shared libraries";
     case CAT_FILES:
