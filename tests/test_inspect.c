@@ -570,7 +570,9 @@ static void test_real_ebbmalloc(void **state)
     char pre[4200];
     snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", lib);
     char *env[] = {pre, "EBB_STATS_SHM=1", NULL};
-    char *argv[] = {(char *)need("ARENA_HOG"), "4", "8", "8", NULL};
+    /* keeps allocating (10 MiB/s): the library publishes from a thread it starts
+     * once the process has been allocating for a while */
+    char *argv[] = {(char *)need("ARENA_HOG"), "4", "8", "8", "10", NULL};
     struct child c;
     assert_int_equal(child_start(&c, argv, env, false), 0);
     if (!child_wait_line(&c, "ready", 60))
