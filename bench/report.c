@@ -517,7 +517,7 @@ int bench_write_svg(const char *path, const struct bench_table *t)
         free(st);
         return -1;
     }
-    const double W = 1060, H = 560, L = 70, R = 330, T = 66, B = 56;
+    const double W = 1110, H = 560, L = 70, R = 380, T = 66, B = 56;
     const double pw = W - L - R, ph = H - T - B;
     double ystep = nice_step(ymax * 1.05, 8), xstep = nice_step(tmax, 10);
     double ytop = ceil(ymax * 1.05 / ystep) * ystep, xright = ceil(tmax / xstep) * xstep;

@@ -363,7 +363,7 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (wl_arg_is(a, "--quick")) {
             P.ops_per_slot = 300000;
-            P.idle_ms = 2500;
+            P.idle_ms = 2200;
         } else if (wl_arg_is(a, "--long")) {
             P.ops_per_slot = 10000000;
             P.idle_ms = 15000;

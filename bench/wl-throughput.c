@@ -5,7 +5,8 @@
  *  larson-2t   larson-style server mix: each thread replaces random blocks of its
  *  larson-8t   own array and passes one freed-to-be block in eight to a neighbour,
  *              which frees it (cross-thread frees); 2 and 8 threads, same total work
- *  pipeline    a producer allocates messages, a consumer on another thread frees them
+ *  pipeline    a producer allocates messages, a consumer on another thread frees
+ *              them (handed over in batches of 256)
  *
  * Each section reports "result NAME OPS NS" (wl_common.h).  "--only fastpath
  * --iters N" runs just the loop, which is what ebb-bench fastpath runs under
@@ -16,7 +17,6 @@
 #include "wl_common.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -190,29 +190,53 @@ static void run_larson(unsigned nthreads, uint64_t total_ops)
 
 /* ------------------------------------------------------------------ pipeline */
 
-#define RING 4096
+/* Messages travel in batches through a bounded queue with blocking hand-off, so
+ * the figure does not depend on how two spinning threads share the cores. */
+#define BATCH 256
+#define QDEPTH 16
 
 static struct {
-    _Alignas(64) _Atomic uint64_t head; /* written by the consumer */
-    _Alignas(64) _Atomic uint64_t tail; /* written by the producer */
-    _Alignas(64) void *slot[RING];
+    pthread_mutex_t mu;
+    pthread_cond_t not_full, not_empty;
+    void *batch[QDEPTH + 1][BATCH]; /* one spare for the producer to fill */
+    unsigned slot_of[QDEPTH];       /* which batch buffer each queued entry is */
+    unsigned head, count;
+    unsigned free_slots[QDEPTH + 1];
+    unsigned n_free;
     uint64_t msgs;
-} pipe_q;
+} pq = {.mu = PTHREAD_MUTEX_INITIALIZER,
+        .not_full = PTHREAD_COND_INITIALIZER,
+        .not_empty = PTHREAD_COND_INITIALIZER};
 
 static void *producer(void *arg)
 {
     (void)arg;
     struct wl_rng r;
     wl_rng_seed(&r, seed, 0x919e, 1);
-    for (uint64_t k = 0; k < pipe_q.msgs; k++) {
-        size_t s = 32 + (size_t)wl_below(&r, 4064);
-        char *m = malloc(s);
-        memset(m, (int)k, s < 128 ? s : 128);
-        uint64_t tail = atomic_load_explicit(&pipe_q.tail, memory_order_relaxed);
-        while (tail - atomic_load_explicit(&pipe_q.head, memory_order_acquire) >= RING)
-            sched_yield();
-        pipe_q.slot[tail % RING] = m;
-        atomic_store_explicit(&pipe_q.tail, tail + 1, memory_order_release);
+    uint64_t k = 0;
+    while (k < pq.msgs) {
+        pthread_mutex_lock(&pq.mu);
+        while (pq.n_free == 0)
+            pthread_cond_wait(&pq.not_full, &pq.mu);
+        unsigned b = pq.free_slots[--pq.n_free];
+        pthread_mutex_unlock(&pq.mu);
+        for (unsigned i = 0; i < BATCH; i++, k++) {
+            if (k < pq.msgs) {
+                size_t sz = 32 + (size_t)wl_below(&r, 4064);
+                char *m = malloc(sz);
+                memset(m, (int)k, sz < 128 ? sz : 128);
+                pq.batch[b][i] = m;
+            } else {
+                pq.batch[b][i] = NULL;
+            }
+        }
+        pthread_mutex_lock(&pq.mu);
+        while (pq.count == QDEPTH)
+            pthread_cond_wait(&pq.not_full, &pq.mu);
+        pq.slot_of[(pq.head + pq.count) % QDEPTH] = b;
+        pq.count++;
+        pthread_cond_signal(&pq.not_empty);
+        pthread_mutex_unlock(&pq.mu);
     }
     return NULL;
 }
@@ -220,14 +244,27 @@ static void *producer(void *arg)
 static void *consumer(void *arg)
 {
     uint64_t *sum = arg;
-    for (uint64_t k = 0; k < pipe_q.msgs; k++) {
-        uint64_t head = atomic_load_explicit(&pipe_q.head, memory_order_relaxed);
-        while (atomic_load_explicit(&pipe_q.tail, memory_order_acquire) == head)
-            sched_yield();
-        char *m = pipe_q.slot[head % RING];
-        *sum += (unsigned char)m[0];
-        free(m); /* allocated by the producer thread */
-        atomic_store_explicit(&pipe_q.head, head + 1, memory_order_release);
+    uint64_t got = 0;
+    while (got < pq.msgs) {
+        pthread_mutex_lock(&pq.mu);
+        while (pq.count == 0)
+            pthread_cond_wait(&pq.not_empty, &pq.mu);
+        unsigned b = pq.slot_of[pq.head];
+        pq.head = (pq.head + 1) % QDEPTH;
+        pq.count--;
+        pthread_mutex_unlock(&pq.mu);
+        for (unsigned i = 0; i < BATCH; i++) {
+            char *m = pq.batch[b][i];
+            if (!m)
+                continue;
+            *sum += (unsigned char)m[0];
+            free(m); /* allocated by the producer thread */
+            got++;
+        }
+        pthread_mutex_lock(&pq.mu);
+        pq.free_slots[pq.n_free++] = b;
+        pthread_cond_signal(&pq.not_full);
+        pthread_mutex_unlock(&pq.mu);
     }
     return NULL;
 }
@@ -236,7 +273,10 @@ static void run_pipeline(uint64_t msgs)
 {
     pthread_t p, c;
     uint64_t sum = 0;
-    pipe_q.msgs = msgs;
+    pq.msgs = msgs;
+    pq.n_free = QDEPTH + 1;
+    for (unsigned i = 0; i <= QDEPTH; i++)
+        pq.free_slots[i] = i;
     uint64_t t0 = wl_now_ns();
     pthread_create(&c, NULL, consumer, &sum);
     pthread_create(&p, NULL, producer, NULL);

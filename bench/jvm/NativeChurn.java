@@ -235,13 +235,13 @@ public final class NativeChurn {
                 int n = hot ? hotBlocks : coldBlocks;
                 int i = below(r, n);
                 int k = below(r, 100);
-                if (k < 50) { /* native block */
+                if (k < 60) { /* native block */
                     nativeFree(a[i], sz[i]);
                     int s = pickSize(r);
                     a[i] = nativeAlloc(s, i);
                     sz[i] = s;
                 } else if (k < 80) { /* direct buffer; the old one goes to the cleaner */
-                    int s = 512 << below(r, 8);
+                    int s = 256 << below(r, 8);
                     s += below(r, s);
                     ByteBuffer nb = ByteBuffer.allocateDirect(s); /* zeroed: every byte written */
                     nb.put(0, (byte) i);
@@ -342,7 +342,7 @@ public final class NativeChurn {
     public static void main(String[] args) throws Exception {
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
-                case "--quick": opsPerSlot = 6000; idleMs = 2500; break;
+                case "--quick": opsPerSlot = 6000; idleMs = 2200; break;
                 case "--long": opsPerSlot = 200000; idleMs = 15000; break;
                 case "--threads": threads = (int) num(args[++i]); break;
                 case "--ops": opsPerSlot = num(args[++i]); break;
