@@ -73,6 +73,7 @@ void *ebbi_large_alloc(size_t n, size_t align, bool zero) {
     }
     if (!s) goto oom;
     if (zero && !s->zeroed) memset((void *)s->start, 0, n);
+    ebbi_release_tick();
     return (void *)s->start;
 oom:
     errno = ENOMEM;
@@ -85,6 +86,7 @@ void ebbi_large_free(struct ebb_span *s, void *p) {
         ebbi_mapped_free(s);
     else
         ebbi_page_free(s);
+    ebbi_release_tick();
 }
 
 /* The span that p is the start of a large block of, or NULL. */

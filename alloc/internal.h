@@ -25,6 +25,10 @@
 
 #include "ebbmalloc.h"
 
+/* Everything declared below is internal to the library: hidden, so that the compiler
+ * addresses it directly instead of through the GOT. */
+#pragma GCC visibility push(hidden)
+
 #define EBB_EXPORT __attribute__((visibility("default")))
 #define EBB_HIDDEN __attribute__((visibility("hidden")))
 #define likely(x) __builtin_expect(!!(x), 1)
@@ -374,4 +378,5 @@ void ebbi_large_free(struct ebb_span *s, void *p);
 EBB_COLD void ebbi_bad_pointer(const char *what, void *p, const char *why);
 size_t ebbi_usable_size(void *p);
 
+#pragma GCC visibility pop
 #endif

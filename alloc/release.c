@@ -177,6 +177,7 @@ static void release_pass(uint64_t now, bool everything) {
 static void *bg_main(void *arg) {
     (void)arg;
     for (;;) {
+        ebbi_shm_publish();
         int64_t ms = ebbi_opt(EBB_OPT_RELEASE_MS) / 2;
         if (ms < 100) ms = 100;
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
@@ -186,7 +187,6 @@ static void *bg_main(void *arg) {
             release_pass(ebbi_now_ms(), atomic_exchange(&pressure, 0));
             atomic_store(&releasing, 0);
         }
-        ebbi_shm_publish();
     }
     return NULL;
 }
@@ -209,21 +209,33 @@ static void start_background(void) {
     else pthread_setname_np(t, "ebb-release");
 }
 
+/* The background thread starts at the first slow path that finds memory waiting to be
+ * released (so a process that frees a burst and goes idle still gives it back), never
+ * during initialisation, and not at all in a process that never frees pages (a thread
+ * would, for instance, make unshare(CLONE_NEWUSER) fail in a single-threaded program). */
+static void maybe_start_background(void) {
+    if (likely(atomic_load_explicit(&bg_started, memory_order_relaxed))) return;
+    if (!ebbi_ph_stats.free_res && !ebbi_opt(EBB_OPT_STATS_SHM)) return;
+    int saved = errno;
+    start_background();
+    errno = saved;
+}
+
 void ebbi_release_tick(void) {
     uint64_t now = ebbi_now_ms();
     uint64_t due = atomic_load_explicit(&next_due_ms, memory_order_relaxed);
-    if (likely(now < due) && !atomic_load_explicit(&pressure, memory_order_relaxed)) return;
+    if (likely(now < due) && !atomic_load_explicit(&pressure, memory_order_relaxed)) {
+        if (unlikely(!atomic_load_explicit(&bg_started, memory_order_relaxed)) && ebbi_ph_stats.free_res)
+            maybe_start_background();
+        return;
+    }
     int z = 0;
     if (!atomic_compare_exchange_strong(&releasing, &z, 1)) return;
     int64_t every = ebbi_opt(EBB_OPT_RELEASE_MS) / 4;
     atomic_store(&next_due_ms, now + (uint64_t)(every < 10 ? 10 : every));
     release_pass(now, atomic_exchange(&pressure, 0));
     atomic_store(&releasing, 0);
-    if (!atomic_load_explicit(&bg_started, memory_order_relaxed)) {
-        int saved = errno;
-        start_background();
-        errno = saved;
-    }
+    maybe_start_background();
 }
 
 size_t ebbi_release_all(void) {

@@ -16,7 +16,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -216,15 +219,44 @@ static uint64_t self_start_time(void) {
     if (!ebbi_read_file("/proc/self/stat", buf, sizeof buf)) return 0;
     char *p = strrchr(buf, ')');
     if (!p) return 0;
-    /* field 3 follows ") "; starttime is field 22 */
-    for (int field = 2; field < 21 && p; field++) p = strchr(p + 1, ' ');
+    /* ") " ends field 2; each further space starts the next field: stop at field 22 */
+    for (int field = 2; field < 22 && p; field++) p = strchr(p + 1, ' ');
     if (!p) return 0;
     uint64_t v = 0;
     for (p++; *p >= '0' && *p <= '9'; p++) v = v * 10 + (uint64_t)(*p - '0');
     return v;
 }
 
+/* Pages of processes that died without unlinking theirs (killed) are removed when a
+ * process creates its own, so that /dev/shm does not fill up.  getdents64 directly: no
+ * allocation. */
+static void shm_remove_stale(void) {
+    int dfd = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return;
+    char buf[4096];
+    long n;
+    while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < n;) {
+            struct {
+                uint64_t ino;
+                int64_t off;
+                unsigned short reclen;
+                unsigned char type;
+                char name[];
+            } *d = (void *)(buf + off);
+            off += d->reclen;
+            if (strncmp(d->name, "ebbmalloc.", 10)) continue;
+            char *e;
+            long pid = strtol(d->name + 10, &e, 10);
+            if (*e || pid <= 0) continue;
+            if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) unlinkat(dfd, d->name, 0);
+        }
+    }
+    close(dfd);
+}
+
 static bool shm_create(void) {
+    shm_remove_stale();
     int pid = getpid();
     ebbi_snprintf(shm_path, sizeof shm_path, "/dev/shm/ebbmalloc.%d", pid);
     int fd = open(shm_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);

@@ -242,12 +242,23 @@ void ebbi_tc_fork_prepare(void) { ebbi_lock(&tc_list_lock); }
 void ebbi_tc_fork_parent(void) { ebbi_unlock(&tc_list_lock); }
 
 /* In the child only the forking thread exists: the other threads' caches go back to the
- * central tier instead of being lost. */
+ * central tier instead of being lost.  Those threads may have been in the middle of a
+ * fast-path push or pop when the parent forked: every store keeps the chain from `head`
+ * whole and NULL-terminated, but `len` may be one off, so it is recounted from the chain
+ * (an object caught between the two stores of a push is not on the chain: it stays lost). */
 void ebbi_tc_fork_child(void) {
     ebbi_lock_reset(&tc_list_lock);
     struct ebb_tcache *self = ebbi_tc, *tc = tc_all, *next;
     for (; tc; tc = next) {
         next = tc->next;
-        if (tc != self) tc_destroy(tc);
+        if (tc == self) continue;
+        for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+            struct ebb_tc_list *l = &tc->lists[cls];
+            uint32_t n = 0;
+            for (void *o = l->head; o && n <= MAX_LEN; o = ebbi_next(o)) n++;
+            l->len = n;
+            if (l->max < n) l->max = n;
+        }
+        tc_destroy(tc);
     }
 }
