@@ -70,6 +70,7 @@ void ebbi_init_slow(void) {
     ebbi_free_key = ebbi_random64() | 1;
     ebbi_central_init();
     ebbi_release_init();
+    ebbi_stats_init();
     ebbi_tc_init();
     ebbi_size_class_init(); /* last: from here on the fast path serves requests */
     atomic_store_explicit(&ebbi_init_state, 2, memory_order_release);

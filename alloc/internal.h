@@ -71,6 +71,7 @@ void *ebbi_os_map_aligned(size_t size, size_t align);
 void ebbi_os_hugepage_hint(void *p, size_t size, bool on);
 uint64_t ebbi_now_ms(void);
 void ebbi_write_err(const char *s, size_t n);
+void ebbi_write_fd(int fd, const char *s, size_t n);
 void ebbi_fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 int ebbi_snprintf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 const char *ebbi_getenv(const char *name);
@@ -358,6 +359,7 @@ uint64_t ebbi_cgroup_parse_limit(const char *root, const char *proc_cgroup);
 double ebbi_cgroup_parse_cpus(const char *root, const char *proc_cgroup);
 
 /* ---------------------------------------------------------------- stats.c */
+void ebbi_stats_init(void);
 void ebbi_stats_at_exit(void);
 void ebbi_shm_publish(void);
 void ebbi_shm_fork_child(void);

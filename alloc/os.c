@@ -156,9 +156,11 @@ int ebbi_snprintf(char *buf, size_t n, const char *fmt, ...) {
     return r;
 }
 
-void ebbi_write_err(const char *s, size_t n) {
+void ebbi_write_err(const char *s, size_t n) { ebbi_write_fd(2, s, n); }
+
+void ebbi_write_fd(int fd, const char *s, size_t n) {
     while (n) {
-        ssize_t w = write(2, s, n);
+        ssize_t w = write(fd, s, n);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return;
         s += w, n -= (size_t)w;

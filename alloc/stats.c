@@ -122,9 +122,9 @@ static size_t line(char *b, size_t n, const char *label, size_t v) {
     return o;
 }
 
-/* glibc's fields (one "arena": ebbmalloc has none), then ebbmalloc's breakdown.  To
- * stderr, written without stdio so it works anywhere, even at exit. */
-EBB_EXPORT void ebb_malloc_stats(void) {
+/* glibc's fields (one "arena": ebbmalloc has none), then ebbmalloc's breakdown.  Written
+ * without stdio so it works anywhere, even at exit. */
+static void stats_report(int fd) {
     struct ebb_stats st;
     struct ebb_page_heap_stats ph;
     ebb_stats(&st);
@@ -154,7 +154,18 @@ EBB_EXPORT void ebb_malloc_stats(void) {
     o += line(b + o, n - o, "released total   ", st.released_total);
     o += line(b + o, n - o, "cgroup limit     ", st.cgroup_limit);
     o += line(b + o, n - o, "soft limit       ", st.soft_limit);
-    ebbi_write_err(b, o);
+    ebbi_write_fd(fd, b, o);
+}
+
+EBB_EXPORT void ebb_malloc_stats(void) { stats_report(2); }
+
+/* EBB_STATS=1: the report at exit goes to a copy of stderr taken at start, because many
+ * programs close stderr on their way out (coreutils do). */
+static int exit_fd = 2;
+void ebbi_stats_init(void) {
+    if (!ebbi_opt(EBB_OPT_STATS)) return;
+    int fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
+    if (fd >= 0) exit_fd = fd;
 }
 
 EBB_EXPORT int ebb_malloc_info(int options, FILE *fp) {
@@ -207,7 +218,7 @@ EBB_EXPORT int ebb_malloc_info(int options, FILE *fp) {
     return 0;
 }
 
-void ebbi_stats_at_exit(void) { ebb_malloc_stats(); }
+void ebbi_stats_at_exit(void) { stats_report(exit_fd); }
 
 /* ---------------------------------------------------------------- live stats page */
 static struct ebb_shm_page *shm_page;
