@@ -387,6 +387,11 @@ int bench_run(const struct bench_spec *sp, const struct bench_config *cfg, struc
         append_ldso_message(&c);
         return 1;
     }
+    if (!c.checked && WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+        snprintf(r->reason, sizeof r->reason, "failed: could not start %s: %.300s", sp->argv[0],
+                 c.err_tail);
+        return 1;
+    }
     if (!c.checked) {
         r->refused = true;
         snprintf(r->reason, sizeof r->reason,

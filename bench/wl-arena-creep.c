@@ -8,8 +8,9 @@
  * mailboxes, and now and then promote a block into a small process-wide set of
  * long-lived blocks (a cache).  Load moves between handlers: in each epoch (a
  * slice of the total work) a fixed number of handlers, chosen from the seed, are
- * busy (large working set) and the rest are quiet (small working set), so the
- * live bytes stay about level while the busy role wanders over the handlers.
+ * busy (large working set, now and then a larger burst) and the rest are quiet
+ * (small working set), so the live bytes stay about level while the busy role
+ * wanders over the handlers.
  *
  * When every handler has done its share of the work, all handlers free their
  * working sets and park, so that only the long-lived set (~8 MiB) remains; the
@@ -44,11 +45,11 @@ enum { SLOT_RUNNING, SLOT_RETIRED, SLOT_PARKED };
 
 struct slot {
     _Alignas(64) _Atomic int64_t live; /* allocated minus freed by this slot's threads */
-    struct block *ws;                  /* working set, hot_blocks entries */
+    struct block *ws;                  /* working set, ws_cap() entries */
     uint64_t ops;                      /* operations done, all generations together */
     uint32_t gen;
     uint32_t index;
-    bool hot;
+    uint32_t n_cur; /* working-set entries in use now */
     int state; /* under ctl.mu */
     pthread_t th;
     struct mailbox mb;
@@ -61,7 +62,7 @@ static struct params {
     uint64_t ops_per_slot;  /* the load: operations per handler slot */
     uint64_t lifetime;      /* operations before a handler thread retires */
     uint64_t epoch;         /* operations per handler per busy/quiet epoch (on average) */
-    uint32_t hot_blocks;    /* working-set entries of a busy handler */
+    uint32_t hot_blocks;    /* working-set entries of a busy handler (a usual burst) */
     uint32_t cold_blocks;   /* ... of a quiet one */
     uint32_t hot_one_in;    /* 1 in N handlers is busy in an epoch */
     uint32_t send_one_in;   /* 1 in N operations also sends a block to another handler */
@@ -196,6 +197,30 @@ static uint64_t epoch_key(uint32_t slot, uint64_t epoch)
     return wl_mix64(P.seed * 0x100000001b3ull ^ ((uint64_t)slot << 40) ^ epoch);
 }
 
+/* Bursts differ in size: most are the usual hot_blocks, some larger, now and
+ * then three times as large.  Per mille: 600 x1, 250 x1.25, 100 x1.5, 40 x2, 10 x3.
+ * The rare large bursts set new high-water marks in whichever arena serves them,
+ * long after the usual ones have stopped doing so. */
+static uint32_t burst_blocks(uint32_t slot, uint64_t epoch)
+{
+    uint64_t k = wl_mix64(epoch_key(slot, epoch) ^ 0x6275727374ull) % 1000;
+    uint64_t h = P.hot_blocks;
+    if (k < 600)
+        return (uint32_t)h;
+    if (k < 850)
+        return (uint32_t)(h + h / 4);
+    if (k < 950)
+        return (uint32_t)(h + h / 2);
+    if (k < 990)
+        return (uint32_t)(2 * h);
+    return (uint32_t)(3 * h);
+}
+
+static uint32_t ws_cap(void)
+{
+    return 3 * P.hot_blocks;
+}
+
 /* Exactly threads / hot_one_in handlers are busy in each epoch: those whose key
  * ranks lowest. */
 static bool epoch_is_hot(uint32_t slot, uint64_t epoch)
@@ -224,7 +249,7 @@ static void park(struct slot *s)
         s->mb.count--;
         free_block(s, &b);
     }
-    for (uint32_t i = 0; i < P.hot_blocks; i++)
+    for (uint32_t i = 0; i < s->n_cur; i++)
         free_block(s, &s->ws[i]);
 
     pthread_mutex_lock(&ctl.mu);
@@ -242,7 +267,7 @@ static void *handler(void *arg)
     wl_rng_seed(&r, P.seed, s->index, s->gen);
     uint64_t done = 0;
     uint64_t epoch = UINT64_MAX;
-    bool hot = false;
+    uint32_t n = s->n_cur ? s->n_cur : P.cold_blocks;
 
     while (s->ops < P.ops_per_slot && done < P.lifetime) {
         if ((s->ops & 255) == 0) {
@@ -250,14 +275,13 @@ static void *handler(void *arg)
                          (P.epoch * P.threads);
             if (e != epoch) {
                 epoch = e;
-                hot = epoch_is_hot(s->index, e);
+                n = epoch_is_hot(s->index, e) ? burst_blocks(s->index, e) : P.cold_blocks;
             }
         }
-        if (s->hot && !hot) /* busy -> quiet: the request burst is over */
-            for (uint32_t i = P.cold_blocks; i < P.hot_blocks; i++)
+        if (n < s->n_cur) /* the burst is over (or a smaller one follows) */
+            for (uint32_t i = n; i < s->n_cur; i++)
                 free_block(s, &s->ws[i]);
-        s->hot = hot;
-        uint32_t n = hot ? P.hot_blocks : P.cold_blocks;
+        s->n_cur = n;
 
         uint32_t i = (uint32_t)wl_below(&r, n);
         free_block(s, &s->ws[i]);
@@ -407,7 +431,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < P.threads; i++) {
         struct slot *s = &slots[i];
         s->index = i;
-        s->ws = xmap(sizeof(struct block) * P.hot_blocks);
+        s->ws = xmap(sizeof(struct block) * ws_cap());
         pthread_mutex_init(&s->mb.mu, NULL);
         s->mb.cap = 256;
         s->mb.ring = xmap(sizeof(struct block) * s->mb.cap);
