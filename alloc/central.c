@@ -15,7 +15,7 @@ struct ebb_central ebbi_central[EBB_NCLASS];
 void ebbi_central_init(void) {
     for (unsigned c = 1; c < EBB_NCLASS; c++) {
         size_t batch_bytes = (size_t)ebbi_classes[c].batch * ebbi_classes[c].size;
-        size_t lim = ((size_t)512 << 10) / batch_bytes;
+        size_t lim = ((size_t)256 << 10) / batch_bytes;
         ebbi_central[c].tc_limit = (uint32_t)(lim < 1 ? 1 : lim > EBB_TC_SLOTS ? EBB_TC_SLOTS : lim);
     }
 }

@@ -268,11 +268,13 @@ void ebbi_page_free_locked(struct ebb_span *s);
 bool ebbi_page_shrink(struct ebb_span *s, size_t npages); /* LARGE: give back the tail */
 struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align);
 void ebbi_mapped_free(struct ebb_span *s);
-/* Release FREE spans not used since `older_than_ms` (0 = all) until `goal` bytes are
- * returned (SIZE_MAX = no goal).  Caller holds the lock.  Returns bytes released. */
+/* Release FREE spans not used since `older_than_ms` until `goal` bytes are returned
+ * (SIZE_MAX = no goal), oldest first.  older_than_ms 0 or UINT64_MAX: any age (0 also
+ * ignores EBB_TRIM_THRESHOLD).  Caller holds the lock.  Returns bytes released. */
 size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal);
 void ebbi_page_heap_stats(struct ebb_page_heap_stats *st); /* locks itself */
 uint64_t ebbi_page_oldest_free_ms(void);                   /* caller holds the lock */
+const char *ebbi_page_heap_verify(void); /* NULL when consistent */
 extern struct ebb_page_heap_stats ebbi_ph_stats;
 
 /* ---------------------------------------------------------------- central.c

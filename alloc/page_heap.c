@@ -189,8 +189,25 @@ static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct 
     set_insert(s, lru_after);
 }
 
+/* Resident free pages may be at most 1/EBB_FREE_RATIO of the pages in use (and at least
+ * EBB_TRIM_THRESHOLD); beyond that the oldest go back at once, whatever their age.  So a
+ * churning process whose free holes the next requests cannot use does not grow its
+ * resident set by a second's worth of churn. */
+#define FREE_RATIO 8
+#define FREE_FLOOR ((size_t)4 << 20)
+
+static void check_free_ratio(void) {
+    size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
+    size_t cap = used / FREE_RATIO;
+    size_t floor = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) > FREE_FLOOR ? (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) : FREE_FLOOR;
+    if (cap < floor) cap = floor;
+    if (ebbi_ph_stats.free_res > cap + cap / 4) /* hysteresis: release in chunks */
+        ebbi_page_release_locked(UINT64_MAX, ebbi_ph_stats.free_res - cap);
+}
+
 void ebbi_page_free_locked(struct ebb_span *s) {
     insert_free(s, false, ebbi_now_ms(), NULL);
+    check_free_ratio();
     ebbi_check_soft_limit_locked();
 }
 
@@ -399,14 +416,14 @@ static size_t release_span(struct ebb_span *s, bool small_too) {
 size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal) {
     size_t done = 0;
     size_t keep = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD);
-    bool everything = older_than_ms == 0;
+    bool everything = older_than_ms == 0 || older_than_ms == UINT64_MAX;
     /* Two passes: first whole huge pages only, then (for spans twice as old, or when
      * releasing everything) whatever is left. */
     for (int pass = 0; pass < 2 && done < goal; pass++) {
         struct ebb_span *s = lru_head;
         while (s && done < goal) {
             struct ebb_span *next = LRU_NEXT(s);
-            if (!everything && s->free_since_ms > older_than_ms) break;
+            if (!everything && s->free_since_ms > older_than_ms) { s = next; continue; }
             if (!everything && ebbi_ph_stats.free_res <= keep) break;
             bool small_too = pass == 1;
             if (small_too && !everything && ebbi_thp_active &&
@@ -430,4 +447,38 @@ void ebbi_page_heap_stats(struct ebb_page_heap_stats *st) {
     ebbi_lock(&ebbi_ph_lock);
     *st = ebbi_ph_stats;
     ebbi_unlock(&ebbi_ph_lock);
+}
+
+/* Walks every free list and the age list and checks them against the counters and the
+ * page map.  For tests and debugging; caller holds no lock.  Returns NULL or what is wrong. */
+const char *ebbi_page_heap_verify(void) {
+    const char *err = NULL;
+    size_t res = 0, rel = 0, lru = 0;
+    ebbi_lock(&ebbi_ph_lock);
+    for (int r = 0; r < 2 && !err; r++) {
+        struct free_set *fs = r ? &set_released : &set_resident;
+        for (size_t k = 0; k <= EXACT_MAX + 1 && !err; k++) {
+            struct ebb_span_list *l = k <= EXACT_MAX ? &fs->exact[k] : &fs->big;
+            for (struct ebb_span *s = l->head; s; s = s->next) {
+                if (s->state != SPAN_FREE) err = "non-free span on a free list";
+                else if (s->released != r) err = "span on the wrong free set";
+                else if (k <= EXACT_MAX ? s->npages != k : s->npages <= EXACT_MAX) err = "span on the wrong size list";
+                else if (ebbi_pm_span(s->start) != s) err = "page map misses a free span's first page";
+                else if (ebbi_pm_span(s->start + ((s->npages - 1) << EBB_PAGE_SHIFT)) != s) err = "page map misses a free span's last page";
+                if (r) rel += s->npages << EBB_PAGE_SHIFT;
+                else res += s->npages << EBB_PAGE_SHIFT;
+            }
+        }
+    }
+    uint64_t last = 0;
+    for (struct ebb_span *s = lru_head; s && !err; s = s->lru_next) {
+        if (s->free_since_ms < last) err = "age list out of order";
+        last = s->free_since_ms;
+        lru += s->npages << EBB_PAGE_SHIFT;
+    }
+    if (!err && res != ebbi_ph_stats.free_res) err = "free_res counter differs from the lists";
+    if (!err && rel != ebbi_ph_stats.released) err = "released counter differs from the lists";
+    if (!err && lru != res) err = "age list differs from the resident free lists";
+    ebbi_unlock(&ebbi_ph_lock);
+    return err;
 }

@@ -2,6 +2,7 @@
  * policy, the kernel's resident set falling, malloc_trim, cgroup parsing, and stats that
  * add up under a multi-threaded load.  Uses the ebb_ API (static library) and internals. */
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -129,6 +130,7 @@ static void malloc_trim_drops_rss_now(void **st) {
     (void)st;
     int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
     ebbi_options_set(EBB_OPT_RELEASE_MS, 3600 * 1000); /* the timer will not help here */
+    assert_int_equal(ebb_mallopt(M_TRIM_THRESHOLD, 256 << 20), 1); /* nor the free-page cap */
     ebb_malloc_trim(0);
     size_t base = rss_bytes();
     void *p[100];
@@ -141,6 +143,29 @@ static void malloc_trim_drops_rss_now(void **st) {
     assert_true(rss_bytes() > base + (80u << 20)); /* still resident: kept for reuse */
     assert_int_equal(ebb_malloc_trim(0), 1);
     assert_true(rss_bytes() < base + (8u << 20));
+    ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
+    assert_int_equal(ebb_mallopt(M_TRIM_THRESHOLD, 0), 1);
+}
+
+/* Without a threshold, free resident pages stay below an eighth of the pages in use:
+ * more is released at once, without waiting for the timer. */
+static void free_pages_capped_by_pages_in_use(void **st) {
+    (void)st;
+    int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 3600 * 1000);
+    ebb_malloc_trim(0);
+    enum { N = 128 };
+    void *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = ebb_malloc(1 << 20);
+        touch(p[i], 1 << 20);
+    }
+    for (int i = 0; i < N; i += 2) ebb_free(p[i]); /* 64 MiB free, 64 MiB in use */
+    struct ebb_stats s;
+    ebb_stats(&s);
+    assert_true(s.page_free <= (64u << 20) / 8 * 5 / 4 + (1 << 20));
+    assert_true(s.released_total >= 48u << 20);
+    for (int i = 1; i < N; i += 2) ebb_free(p[i]);
     ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
 }
 
@@ -278,6 +303,7 @@ int main(void) {
         cmocka_unit_test(released_after_release_ms_not_before),
         cmocka_unit_test(rss_falls_after_free),
         cmocka_unit_test(malloc_trim_drops_rss_now),
+        cmocka_unit_test(free_pages_capped_by_pages_in_use),
         cmocka_unit_test(cgroup_limits_v1_v2_none_max),
         cmocka_unit_test(stats_add_up_under_load),
     };
