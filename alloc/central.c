@@ -15,7 +15,7 @@ struct ebb_central ebbi_central[EBB_NCLASS];
 void ebbi_central_init(void) {
     for (unsigned c = 1; c < EBB_NCLASS; c++) {
         size_t batch_bytes = (size_t)ebbi_classes[c].batch * ebbi_classes[c].size;
-        size_t lim = ((size_t)256 << 10) / batch_bytes;
+        size_t lim = ((size_t)64 << 10) / batch_bytes;
         ebbi_central[c].tc_limit = (uint32_t)(lim < 1 ? 1 : lim > EBB_TC_SLOTS ? EBB_TC_SLOTS : lim);
     }
 }
@@ -56,6 +56,62 @@ static struct ebb_span *new_span(unsigned cls) {
     return s;
 }
 
+/* ---------------------------------------------------------------- released tails
+ * A free object of a big class (8 KiB and more) that sits in a span kept alive by its
+ * neighbours can give its pages back, all but the kernel page holding its first bytes
+ * (the free-list link, the double-free key and this mark).  Done for classes that saw
+ * no allocation since the previous release pass. */
+#define TAIL_MIN_CLASS 8192
+#define TAIL_MARK 0x6c696174ull /* in word 2 of a free object whose tail is released */
+
+static void tail_range(void *o, size_t size, uintptr_t *a, uintptr_t *b) {
+    *a = ((uintptr_t)o + 64 + 4095) & ~(uintptr_t)4095;
+    *b = ((uintptr_t)o + size) & ~(uintptr_t)4095;
+}
+
+/* An object leaves a span's free list: it is whole again (its tail refaults as zero). */
+static void tail_taken(struct ebb_central *c, void *o, size_t size) {
+    uint64_t *w = o;
+    if (w[2] != TAIL_MARK) return;
+    uintptr_t a, b;
+    tail_range(o, size, &a, &b);
+    c->tail_released -= b - a;
+    w[2] = 0;
+}
+
+size_t ebbi_central_release_tails(bool all) {
+    size_t done = 0;
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+        const size_t size = ebbi_classes[cls].size;
+        if (size < TAIL_MIN_CLASS) continue;
+        struct ebb_central *c = &ebbi_central[cls];
+        ebbi_lock(&c->lock);
+        bool idle = c->pops == c->pops_seen;
+        c->pops_seen = c->pops;
+        if (idle || all) {
+            for (int bk = 0; bk < EBB_BUCKETS; bk++) {
+                for (struct ebb_span *s = c->buckets[bk].head; s; s = s->next) {
+                    if (s->tails_released) continue;
+                    for (void *o = s->freelist; o; o = ebbi_next(o)) {
+                        uint64_t *w = o;
+                        if (w[2] == TAIL_MARK) continue;
+                        uintptr_t a, b;
+                        tail_range(o, size, &a, &b);
+                        if (b <= a) continue;
+                        ebbi_os.release((void *)a, b - a);
+                        w[2] = TAIL_MARK;
+                        c->tail_released += b - a;
+                        done += b - a;
+                    }
+                    s->tails_released = 1;
+                }
+            }
+        }
+        ebbi_unlock(&c->lock);
+    }
+    return done;
+}
+
 size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
     struct ebb_central *c = &ebbi_central[cls];
     const size_t size = ebbi_classes[cls].size;
@@ -84,6 +140,7 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
             if (s->freelist) {
                 o = s->freelist;
                 s->freelist = ebbi_next(o);
+                if (size >= TAIL_MIN_CLASS) tail_taken(c, o, size);
             } else {
                 o = s->bump;
                 s->bump += size;
@@ -96,6 +153,7 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
         rebucket(c, s);
     }
     c->free_objects -= got;
+    c->pops += got;
     ebbi_unlock(&c->lock);
     *head = chain;
     return got;
@@ -111,11 +169,17 @@ static void to_span(struct ebb_central *c, unsigned cls, void *o) {
     if (unlikely((a - s->start) % ebbi_classes[cls].size || (char *)o >= s->bump))
         ebbi_fatal("free(): invalid pointer %p (inside a %u-byte object, not its start)", o,
                    ebbi_classes[cls].size);
+    if (ebbi_classes[cls].size >= TAIL_MIN_CLASS) {
+        ((uint64_t *)o)[2] = 0;
+        s->tails_released = 0;
+    }
     ebbi_set_next(o, s->freelist);
     s->freelist = o;
     s->used--;
     c->free_objects++;
     if (s->used == 0) {
+        if (ebbi_classes[cls].size >= TAIL_MIN_CLASS)
+            for (void *f = s->freelist; f; f = ebbi_next(f)) tail_taken(c, f, ebbi_classes[cls].size);
         if (s->on_list) ebbi_span_list_remove(&c->buckets[s->bucket], s);
         c->spans--;
         c->free_objects -= s->objects;

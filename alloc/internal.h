@@ -189,6 +189,7 @@ struct ebb_span {
     uint8_t zeroed;    /* LARGE: pages known zero when handed out (calloc skips memset) */
     uint8_t bucket;    /* SMALL: which fullness list of the central tier it is on */
     uint8_t on_list;
+    uint8_t tails_released; /* SMALL, big class: every free object's tail pages released */
     uint32_t used;
     uint32_t objects;
     void *freelist;
@@ -294,6 +295,9 @@ struct ebb_central {
     struct ebb_span_list buckets[EBB_BUCKETS];
     size_t spans;         /* SMALL spans of this class */
     size_t free_objects;  /* on span free lists and uncarved (not in transfer cache) */
+    size_t pops;          /* objects taken from spans, ever: shows whether the class is idle */
+    size_t pops_seen;     /* `pops` at the last release pass */
+    size_t tail_released; /* bytes of free objects' pages returned to the kernel */
 } EBB_ALIGN(64);
 extern struct ebb_central ebbi_central[EBB_NCLASS];
 void ebbi_central_init(void);
@@ -302,6 +306,7 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head);
 /* Gives back a chain of n objects (last link NULL). */
 void ebbi_central_push(unsigned cls, void *head, size_t n);
 size_t ebbi_central_trim(bool all); /* empties idle transfer caches; returns objects moved */
+size_t ebbi_central_release_tails(bool all); /* see central.c; returns bytes released */
 void ebbi_central_fork_prepare(void);
 void ebbi_central_fork_parent(void);
 void ebbi_central_fork_child(void);

@@ -189,11 +189,11 @@ static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct 
     set_insert(s, lru_after);
 }
 
-/* Resident free pages may be at most 1/EBB_FREE_RATIO of the pages in use (and at least
+/* Resident free pages may be at most 1/FREE_RATIO of the pages in use (and at least
  * EBB_TRIM_THRESHOLD); beyond that the oldest go back at once, whatever their age.  So a
  * churning process whose free holes the next requests cannot use does not grow its
  * resident set by a second's worth of churn. */
-#define FREE_RATIO 8
+#define FREE_RATIO 16
 #define FREE_FLOOR ((size_t)4 << 20)
 
 static void check_free_ratio(void) {

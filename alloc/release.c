@@ -165,6 +165,7 @@ void ebbi_release_init(void) {
 /* ---------------------------------------------------------------- passes */
 static void release_pass(uint64_t now, bool everything) {
     ebbi_central_trim(everything);
+    ebbi_central_release_tails(everything);
     ebbi_lock(&ebbi_ph_lock);
     uint64_t cutoff = now > (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) ? now - (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) : 0;
     if (everything)
@@ -241,10 +242,11 @@ void ebbi_release_tick(void) {
 size_t ebbi_release_all(void) {
     ebbi_tc_flush_self();
     ebbi_central_trim(true);
+    size_t tails = ebbi_central_release_tails(true);
     ebbi_lock(&ebbi_ph_lock);
     size_t r = ebbi_page_release_locked(0, SIZE_MAX);
     ebbi_unlock(&ebbi_ph_lock);
-    return r;
+    return r + tails;
 }
 
 /* Called with the page heap lock held, after a free or before growing. */

@@ -26,7 +26,7 @@
 #include "internal.h"
 
 struct class_totals {
-    size_t span_bytes, free_bytes;
+    size_t span_bytes, free_bytes, tail_released;
     size_t free_count[EBB_NCLASS];
 };
 
@@ -38,7 +38,9 @@ static void central_totals(struct class_totals *t) {
         ebbi_lock(&ce->lock);
         size_t spans = ce->spans;
         size_t free_obj = ce->free_objects + (size_t)ce->tc_used * ci->batch;
+        size_t tails = ce->tail_released;
         ebbi_unlock(&ce->lock);
+        t->tail_released += tails;
         size_t sb = spans * ci->pages * EBB_PAGE;
         t->span_bytes += sb;
         /* free objects plus each span's tail that holds no object */
@@ -63,9 +65,11 @@ EBB_EXPORT void ebb_stats(struct ebb_stats *st) {
     if (tc > small - central) tc = small - central; /* racy reads: keep the parts consistent */
     st->in_use = small - central - tc + large;
     st->thread_cache = tc;
-    st->central = central;
+    /* released tails of free objects are out of the resident set */
+    size_t tails = ct.tail_released < central ? ct.tail_released : central;
+    st->central = central - tails;
     st->page_free = ph.free_res;
-    st->released = ph.released;
+    st->released = ph.released + tails;
     /* Page map: the touched part of its leaves, about 9 bytes per page of memory. */
     st->metadata = ebbi_meta_bytes() + (ph.mapped >> EBB_PAGE_SHIFT) * 9 + ebbi_pm_bytes() / 64;
     st->resident = st->in_use + st->thread_cache + st->central + st->page_free + st->metadata;
@@ -218,7 +222,27 @@ EBB_EXPORT int ebb_malloc_info(int options, FILE *fp) {
     return 0;
 }
 
-void ebbi_stats_at_exit(void) { stats_report(exit_fd); }
+/* EBB_STATS=2: also one line per size class that holds memory. */
+static void class_report(int fd) {
+    char b[160];
+    int n = ebbi_snprintf(b, sizeof b, "class     size  spans  span-bytes  free-objects  in-transfer\n");
+    ebbi_write_fd(fd, b, (size_t)n);
+    for (unsigned c = 1; c < EBB_NCLASS; c++) {
+        struct ebb_central *ce = &ebbi_central[c];
+        ebbi_lock(&ce->lock);
+        size_t spans = ce->spans, fo = ce->free_objects, tco = (size_t)ce->tc_used * ebbi_classes[c].batch;
+        ebbi_unlock(&ce->lock);
+        if (!spans) continue;
+        n = ebbi_snprintf(b, sizeof b, "%u %zu %zu %zu %zu %zu\n", c, (size_t)ebbi_classes[c].size, spans,
+                          spans * ebbi_classes[c].pages * EBB_PAGE, fo, tco);
+        ebbi_write_fd(fd, b, (size_t)n);
+    }
+}
+
+void ebbi_stats_at_exit(void) {
+    stats_report(exit_fd);
+    if (ebbi_opt(EBB_OPT_STATS) >= 2) class_report(exit_fd);
+}
 
 /* ---------------------------------------------------------------- live stats page */
 static struct ebb_shm_page *shm_page;
