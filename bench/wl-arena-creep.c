@@ -386,7 +386,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (wl_arg_is(a, "--quick")) {
-            P.ops_per_slot = 300000;
+            P.ops_per_slot = 200000;
             P.idle_ms = 2200;
         } else if (wl_arg_is(a, "--long")) {
             P.ops_per_slot = 10000000;
