@@ -23,7 +23,7 @@ static const struct option_row rows[EBB_OPT_COUNT] = {
     [EBB_OPT_BACKGROUND] = {"BACKGROUND", 1, false, false},
     /* All thread caches together.  With hundreds of threads each gets a smaller share;
      * nothing is held beyond this. */
-    [EBB_OPT_THREAD_CACHE_MAX] = {"THREAD_CACHE_MAX", 8 << 20, true, false},
+    [EBB_OPT_THREAD_CACHE_MAX] = {"THREAD_CACHE_MAX", 4 << 20, true, false},
     [EBB_OPT_THREAD_CACHE_ONE] = {"THREAD_CACHE_ONE", 2 << 20, true, false},
     /* 0: off.  Near the limit every free page is released at once, not on the timer. */
     [EBB_OPT_SOFT_LIMIT] = {"SOFT_LIMIT", 0, true, true},
