@@ -12,8 +12,15 @@
 
 struct ebb_central ebbi_central[EBB_NCLASS];
 
+/* Per class, reciprocals that replace divisions on the object paths: an offset in a span
+ * (< 2^18) times div_mul, shifted right by 40, is the object index, exactly; used times
+ * bucket_mul, shifted by 32, is the fullness bucket. */
+static uint64_t div_mul[EBB_NCLASS], bucket_mul[EBB_NCLASS];
+
 void ebbi_central_init(void) {
     for (unsigned c = 1; c < EBB_NCLASS; c++) {
+        div_mul[c] = (((uint64_t)1 << 40) + ebbi_classes[c].size - 1) / ebbi_classes[c].size;
+        bucket_mul[c] = ((uint64_t)EBB_BUCKETS << 32) / ebbi_class_objects(c);
         size_t batch_bytes = (size_t)ebbi_classes[c].batch * ebbi_classes[c].size;
         size_t lim = ((size_t)64 << 10) / batch_bytes;
         ebbi_central[c].tc_limit = (uint32_t)(lim < 1 ? 1 : lim > EBB_TC_SLOTS ? EBB_TC_SLOTS : lim);
@@ -21,7 +28,7 @@ void ebbi_central_init(void) {
 }
 
 static unsigned bucket_of(const struct ebb_span *s) {
-    unsigned b = (unsigned)((uint64_t)s->used * EBB_BUCKETS / s->objects);
+    unsigned b = (unsigned)(((uint64_t)s->used * bucket_mul[s->cls]) >> 32);
     return b >= EBB_BUCKETS ? EBB_BUCKETS - 1 : b;
 }
 
@@ -116,11 +123,14 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
     struct ebb_central *c = &ebbi_central[cls];
     const size_t size = ebbi_classes[cls].size;
     ebbi_lock(&c->lock);
-    if (n == ebbi_classes[cls].batch && c->tc_used) {
-        *head = c->tc_slots[--c->tc_used];
+    if (c->tc_used) {
+        --c->tc_used;
+        *head = c->tc_slots[c->tc_used].head;
+        uint32_t got = c->tc_slots[c->tc_used].n;
+        c->tc_objects -= got;
         if (c->tc_used < c->tc_low) c->tc_low = c->tc_used;
         ebbi_unlock(&c->lock);
-        return n;
+        return got;
     }
     void *chain = NULL;
     size_t got = 0;
@@ -166,7 +176,8 @@ static void to_span(struct ebb_central *c, unsigned cls, void *o) {
     if (unlikely(!s || s->state != SPAN_SMALL || s->cls != cls))
         ebbi_fatal("free(): invalid pointer %p (no %u-byte object of ebbmalloc's there)", o,
                    ebbi_classes[cls].size);
-    if (unlikely((a - s->start) % ebbi_classes[cls].size || (char *)o >= s->bump))
+    uint64_t off = a - s->start, idx = (off * div_mul[cls]) >> 40;
+    if (unlikely(idx * ebbi_classes[cls].size != off || (char *)o >= s->bump))
         ebbi_fatal("free(): invalid pointer %p (inside a %u-byte object, not its start)", o,
                    ebbi_classes[cls].size);
     if (ebbi_classes[cls].size >= TAIL_MIN_CLASS) {
@@ -192,8 +203,11 @@ static void to_span(struct ebb_central *c, unsigned cls, void *o) {
 void ebbi_central_push(unsigned cls, void *head, size_t n) {
     struct ebb_central *c = &ebbi_central[cls];
     ebbi_lock(&c->lock);
-    if (n == ebbi_classes[cls].batch && c->tc_used < c->tc_limit) {
-        c->tc_slots[c->tc_used++] = head;
+    if (c->tc_used < c->tc_limit && n <= ebbi_classes[cls].batch) {
+        c->tc_slots[c->tc_used].head = head;
+        c->tc_slots[c->tc_used].n = (uint32_t)n;
+        c->tc_used++;
+        c->tc_objects += (uint32_t)n;
         ebbi_unlock(&c->lock);
         return;
     }
@@ -215,7 +229,9 @@ size_t ebbi_central_trim(bool all) {
         ebbi_lock(&c->lock);
         uint32_t drop = all ? c->tc_used : c->tc_low;
         for (uint32_t k = 0; k < drop && c->tc_used; k++) {
-            void *o = c->tc_slots[--c->tc_used];
+            --c->tc_used;
+            void *o = c->tc_slots[c->tc_used].head;
+            c->tc_objects -= c->tc_slots[c->tc_used].n;
             while (o) {
                 void *next = ebbi_next(o);
                 to_span(c, cls, o);

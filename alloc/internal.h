@@ -279,19 +279,20 @@ const char *ebbi_page_heap_verify(void); /* NULL when consistent */
 extern struct ebb_page_heap_stats ebbi_ph_stats;
 
 /* ---------------------------------------------------------------- central.c
- * One per class, under its own lock.  A transfer cache keeps whole batches (chains of
- * exactly `batch` objects linked through their first words, last link NULL) so that a
- * batch freed on one thread goes to the next thread that needs one without touching
- * spans.  Behind it, spans with free objects sit on fullness buckets, and allocation
+ * One per class, under its own lock.  A transfer cache keeps chains of up to `batch`
+ * objects (linked through their first words, last link NULL) as threads gave them back,
+ * so that objects freed on one thread go to the next thread that needs some without
+ * touching spans.  Behind it, spans with free objects sit on fullness buckets, and allocation
  * takes from the fullest so that the emptiest spans can drain and go back. */
 #define EBB_TC_SLOTS 16
 #define EBB_BUCKETS 4
 struct ebb_central {
     ebb_lock_t lock;
-    uint32_t tc_used;     /* batches in tc_slots */
+    uint32_t tc_used;     /* chains in tc_slots */
     uint32_t tc_limit;    /* at most this many */
     uint32_t tc_low;      /* low-water mark since the last trim */
-    void *tc_slots[EBB_TC_SLOTS];
+    uint32_t tc_objects;  /* objects in all chains */
+    struct { void *head; uint32_t n; } tc_slots[EBB_TC_SLOTS];
     struct ebb_span_list buckets[EBB_BUCKETS];
     size_t spans;         /* SMALL spans of this class */
     size_t free_objects;  /* on span free lists and uncarved (not in transfer cache) */
@@ -301,7 +302,8 @@ struct ebb_central {
 } EBB_ALIGN(64);
 extern struct ebb_central ebbi_central[EBB_NCLASS];
 void ebbi_central_init(void);
-/* Takes up to n objects; returns how many, as a chain from *head (last link NULL). */
+/* Takes objects for a cache that wants n: returns how many (at most a batch, possibly more
+ * than n when a whole transfer-cache chain is taken), as a chain from *head. */
 size_t ebbi_central_pop(unsigned cls, size_t n, void **head);
 /* Gives back a chain of n objects (last link NULL). */
 void ebbi_central_push(unsigned cls, void *head, size_t n);

@@ -37,7 +37,7 @@ static void central_totals(struct class_totals *t) {
         const struct ebb_class_info *ci = &ebbi_classes[c];
         ebbi_lock(&ce->lock);
         size_t spans = ce->spans;
-        size_t free_obj = ce->free_objects + (size_t)ce->tc_used * ci->batch;
+        size_t free_obj = ce->free_objects + ce->tc_objects;
         size_t tails = ce->tail_released;
         ebbi_unlock(&ce->lock);
         t->tail_released += tails;
@@ -230,7 +230,7 @@ static void class_report(int fd) {
     for (unsigned c = 1; c < EBB_NCLASS; c++) {
         struct ebb_central *ce = &ebbi_central[c];
         ebbi_lock(&ce->lock);
-        size_t spans = ce->spans, fo = ce->free_objects, tco = (size_t)ce->tc_used * ebbi_classes[c].batch;
+        size_t spans = ce->spans, fo = ce->free_objects, tco = ce->tc_objects;
         ebbi_unlock(&ce->lock);
         if (!spans) continue;
         n = ebbi_snprintf(b, sizeof b, "%u %zu %zu %zu %zu %zu\n", c, (size_t)ebbi_classes[c].size, spans,

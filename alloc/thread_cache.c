@@ -180,7 +180,9 @@ void *ebbi_malloc_slow(size_t n) {
     struct ebb_tcache *tc = tc_get();
     if (unlikely(!tc)) { /* exiting thread: straight from the central tier */
         void *p;
-        if (!ebbi_central_pop(cls, 1, &p)) goto oom;
+        size_t got = ebbi_central_pop(cls, 1, &p);
+        if (!got) goto oom;
+        if (got > 1) ebbi_central_push(cls, ebbi_next(p), got - 1);
         ((uint64_t *)p)[1] = 0;
         return p;
     }
