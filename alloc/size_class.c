@@ -111,14 +111,14 @@ const struct ebb_class_info ebbi_classes[EBB_NCLASS] = {
     {262144, 32,  2}, /* 96:    1 objs, tail waste  0.0% */
 };
 
-uint8_t ebbi_class_lut[120 + (EBB_SMALL_MAX >> 7) + 1];
+uint8_t ebbi_class_lut[(EBB_SMALL_MAX >> 4) + 1];
 
 /* Fills the size -> class table: for each index, the smallest class that holds every size
  * mapping to it.  Until this runs the table is all zeros (class 0), and class 0's thread
  * cache list is always empty, so the first malloc takes the slow path and initialises. */
 void ebbi_size_class_init(void) {
     unsigned cls = 1;
-    for (size_t n = 0; n <= EBB_SMALL_MAX; n += (n < 1024 ? 16 : 128)) {
+    for (size_t n = 0; n <= EBB_SMALL_MAX; n += 16) {
         while (ebbi_classes[cls].size < n) cls++;
         ebbi_class_lut[ebbi_class_index(n)] = (uint8_t)cls;
     }
