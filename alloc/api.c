@@ -26,7 +26,10 @@ EBB_EXPORT void *ebb_malloc(size_t n) {
         struct ebb_tc_list *l = &ebbi_tc->lists[ebbi_size_to_class(n)];
         void *p = l->head;
         if (likely(p)) {
-            l->head = ebbi_next(p);
+            void *next = ebbi_next(p);
+            /* An overwritten link decodes to an unaligned address (15 times in 16). */
+            if (unlikely((uintptr_t)next & (EBB_MIN_ALIGN - 1))) ebbi_corrupt_link(p);
+            l->head = next;
             l->len--;
             ((uint64_t *)p)[1] = 0; /* no longer free: clear the double-free key */
             return p;
@@ -55,6 +58,15 @@ EBB_EXPORT void ebb_free(void *p) {
 }
 
 /* ---------------------------------------------------------------- misuse */
+void ebbi_corrupt_link(void *obj) {
+    unsigned cls = 0;
+    uintptr_t a = (uintptr_t)obj;
+    if (!(a >> EBB_ADDR_BITS) && ebbi_pm_leaf(a)) cls = ebbi_pm_leaf(a)->cls[ebbi_pm_slot(a)];
+    ebbi_fatal("malloc(): corrupted free list: the link in free block %p (%u-byte size class) "
+               "was overwritten (heap overflow or use after free)",
+               obj, ebbi_classes[cls].size);
+}
+
 void ebbi_bad_pointer(const char *what, void *p, const char *why) {
     ebbi_fatal("%s: %s %p", what, why, p);
 }

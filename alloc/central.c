@@ -149,7 +149,10 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
             void *o;
             if (s->freelist) {
                 o = s->freelist;
-                s->freelist = ebbi_next(o);
+                void *next = ebbi_next_checked(o);
+                if (unlikely(next && ((uintptr_t)next < s->start || (char *)next >= s->bump)))
+                    ebbi_corrupt_link(o); /* a span's free list stays inside the span */
+                s->freelist = next;
                 if (size >= TAIL_MIN_CLASS) tail_taken(c, o, size);
             } else {
                 o = s->bump;
@@ -169,17 +172,24 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
     return got;
 }
 
-/* Return one object to its span.  Caller holds c->lock. */
-static void to_span(struct ebb_central *c, unsigned cls, void *o) {
+/* Stops the process unless o is the start of an object of class cls that ebbmalloc
+ * handed out.  No lock needed: the span cannot go away while it has an object out. */
+void ebbi_check_object(unsigned cls, void *o) {
     uintptr_t a = (uintptr_t)o;
     struct ebb_span *s = ebbi_pm_span(a);
     if (unlikely(!s || s->state != SPAN_SMALL || s->cls != cls))
-        ebbi_fatal("free(): invalid pointer %p (no %u-byte object of ebbmalloc's there)", o,
+        ebbi_fatal("free(): invalid pointer %p (no %u-byte block of ebbmalloc's there)", o,
                    ebbi_classes[cls].size);
     uint64_t off = a - s->start, idx = (off * div_mul[cls]) >> 40;
     if (unlikely(idx * ebbi_classes[cls].size != off || (char *)o >= s->bump))
-        ebbi_fatal("free(): invalid pointer %p (inside a %u-byte object, not its start)", o,
+        ebbi_fatal("free(): invalid pointer %p (inside a %u-byte block, not its start)", o,
                    ebbi_classes[cls].size);
+}
+
+/* Return one object to its span.  Caller holds c->lock. */
+static void to_span(struct ebb_central *c, unsigned cls, void *o) {
+    ebbi_check_object(cls, o);
+    struct ebb_span *s = ebbi_pm_span((uintptr_t)o);
     if (ebbi_classes[cls].size >= TAIL_MIN_CLASS) {
         ((uint64_t *)o)[2] = 0;
         s->tails_released = 0;
@@ -212,7 +222,7 @@ void ebbi_central_push(unsigned cls, void *head, size_t n) {
         return;
     }
     for (size_t i = 0; i < n && head; i++) {
-        void *next = ebbi_next(head);
+        void *next = ebbi_next_checked(head);
         to_span(c, cls, head);
         head = next;
     }
@@ -233,7 +243,7 @@ size_t ebbi_central_trim(bool all) {
             void *o = c->tc_slots[c->tc_used].head;
             c->tc_objects -= c->tc_slots[c->tc_used].n;
             while (o) {
-                void *next = ebbi_next(o);
+                void *next = ebbi_next_checked(o);
                 to_span(c, cls, o);
                 o = next;
                 moved++;

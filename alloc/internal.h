@@ -160,6 +160,13 @@ static inline void *ebbi_next(void *obj) { return ebbi_link_decode(obj, *(void *
 static inline void ebbi_set_next(void *obj, void *next) {
     *(void **)obj = ebbi_link_encode(obj, next);
 }
+/* For the slow paths: the next link, which must be aligned (checked). */
+EBB_COLD void ebbi_corrupt_link(void *obj) __attribute__((noreturn));
+static inline void *ebbi_next_checked(void *obj) {
+    void *n = ebbi_next(obj);
+    if (unlikely((uintptr_t)n & (EBB_MIN_ALIGN - 1))) ebbi_corrupt_link(obj);
+    return n;
+}
 
 /* ---------------------------------------------------------------- spans
  * A span is a run of whole pages starting at `start`.  Its state says who owns it:
@@ -308,6 +315,7 @@ void ebbi_central_init(void);
 size_t ebbi_central_pop(unsigned cls, size_t n, void **head);
 /* Gives back a chain of n objects (last link NULL). */
 void ebbi_central_push(unsigned cls, void *head, size_t n);
+void ebbi_check_object(unsigned cls, void *o); /* stops the process if o is not a block start */
 size_t ebbi_central_trim(bool all); /* empties idle transfer caches; returns objects moved */
 size_t ebbi_central_release_tails(bool all); /* see central.c; returns bytes released */
 void ebbi_central_fork_prepare(void);

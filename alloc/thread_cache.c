@@ -53,14 +53,20 @@ static void unclaim(struct ebb_tcache *tc, size_t bytes) {
 }
 
 /* ---------------------------------------------------------------- moving objects */
-/* Give the first n objects of a list to the central tier. */
+/* Give the first n objects of a list to the central tier.  Each is checked on its way:
+ * the free fast path does not look at where in its block a pointer points, so an
+ * interior pointer is stopped here, before another thread can be handed it. */
 static void release_objects(struct ebb_tc_list *l, unsigned cls, uint32_t n) {
     const uint32_t batch = ebbi_classes[cls].batch;
     while (n) {
         uint32_t k = n < batch ? n : batch;
         void *head = l->head, *last = head;
-        for (uint32_t i = 1; i < k; i++) last = ebbi_next(last);
-        l->head = ebbi_next(last);
+        ebbi_check_object(cls, head);
+        for (uint32_t i = 1; i < k; i++) {
+            last = ebbi_next_checked(last);
+            ebbi_check_object(cls, last);
+        }
+        l->head = ebbi_next_checked(last);
         ebbi_set_next(last, NULL);
         l->len -= k;
         n -= k;
@@ -167,7 +173,7 @@ static void tick(struct ebb_tcache *tc) {
 
 static inline void *pop_object(struct ebb_tc_list *l) {
     void *p = l->head;
-    l->head = ebbi_next(p);
+    l->head = ebbi_next_checked(p);
     l->len--;
     ((uint64_t *)p)[1] = 0;
     return p;
