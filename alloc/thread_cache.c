@@ -218,6 +218,7 @@ oom:
 void ebbi_tc_free_small(void *p, unsigned cls) {
     struct ebb_tcache *tc = tc_get();
     if (unlikely(!tc)) {
+        ebbi_check_object(cls, p);
         ((uint64_t *)p)[1] = ebbi_free_key;
         ebbi_set_next(p, NULL);
         ebbi_central_push(cls, p, 1);
