@@ -104,6 +104,57 @@ CC
         && ok "c++ new/delete, std containers, 8 threads" || bad "c++"
 }
 
+# Another library's constructor allocates first (before main, from several threads,
+# through dlopen and dlsym), then the program forks and allocates in the child.
+run_early() {
+    command -v gcc >/dev/null || { skipped "early (no gcc)"; return; }
+    cat > "$TMP/ctor.c" <<'C'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+int ctor_ok;
+static void *worker(void *a) {
+    for (int i = 0; i < 20000; i++) { char *p = malloc((size_t)i % 5000 + 1); p[0] = 1; free(p); }
+    return a;
+}
+__attribute__((constructor)) static void early(void) {
+    char *p = calloc(100, 10);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, worker, NULL);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    void *h = dlopen("libm.so.6", RTLD_NOW);
+    double (*c)(double) = h ? (double (*)(double))dlsym(h, "cos") : NULL;
+    void *sym = dlsym(RTLD_NEXT, "malloc");
+    ctor_ok = p && c && c(0.0) == 1.0 && sym;
+    free(p);
+}
+C
+    cat > "$TMP/main.c" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern int ctor_ok;
+int main(void) {
+    FILE *f = fopen("/proc/self/maps", "r"); char line[512]; int found = 0;
+    while (fgets(line, sizeof line, f)) if (strstr(line, "libebbmalloc")) found = 1;
+    fclose(f);
+    pid_t pid = fork();
+    if (pid == 0) { char *p = malloc(1 << 20); memset(p, 1, 1 << 20); free(p); _exit(0); }
+    int st; waitpid(pid, &st, 0);
+    printf("%s\n", found && ctor_ok && WIFEXITED(st) && !WEXITSTATUS(st) ? "early ok" : "early bad");
+    return 0;
+}
+C
+    gcc -O1 -shared -fPIC -pthread "$TMP/ctor.c" -o "$TMP/libctor.so" -ldl &&
+    gcc -O1 "$TMP/main.c" -o "$TMP/early" -L"$TMP" -lctor -Wl,-rpath,"$TMP" -pthread &&
+    LD_PRELOAD="$TMP/libctor.so $LIB" "$TMP/early" | grep -q "early ok" \
+        && ok "a constructor allocating from threads, dlopen/dlsym before main, fork" || bad "early"
+}
+
 run_java() {
     command -v javac >/dev/null && command -v java >/dev/null || { bad "java/javac missing"; return; }
     cp "$HERE/PreloadCheck.java" "$TMP/"
@@ -117,7 +168,7 @@ run_java() {
     else cat "$TMP/java.out"; bad java; fi
 }
 
-[ $# -gt 0 ] || set -- python sort git cxx java
+[ $# -gt 0 ] || set -- python sort git cxx early java
 for t in "$@"; do "run_$t"; done
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
