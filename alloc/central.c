@@ -145,6 +145,7 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
             c->spans++;
             c->free_objects += s->objects;
         }
+        ebb_assert(s->state == SPAN_SMALL && s->cls == cls && s->used <= s->objects);
         while (got < n && span_has_free(s)) {
             void *o;
             if (s->freelist) {
@@ -194,6 +195,7 @@ static void to_span(struct ebb_central *c, unsigned cls, void *o) {
         ((uint64_t *)o)[2] = 0;
         s->tails_released = 0;
     }
+    ebb_assert(s->used > 0);
     ebbi_set_next(o, s->freelist);
     s->freelist = o;
     s->used--;

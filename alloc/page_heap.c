@@ -206,6 +206,8 @@ static void check_free_ratio(void) {
 }
 
 void ebbi_page_free_locked(struct ebb_span *s) {
+    ebb_assert(s->state == SPAN_SMALL || s->state == SPAN_LARGE);
+    ebb_assert(!s->on_list);
     insert_free(s, false, ebbi_now_ms(), NULL);
     check_free_ratio();
     ebbi_check_soft_limit_locked();

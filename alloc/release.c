@@ -173,6 +173,10 @@ static void release_pass(uint64_t now, bool everything) {
     else if (ebbi_page_oldest_free_ms() <= cutoff)
         ebbi_page_release_locked(cutoff ? cutoff : 1, SIZE_MAX);
     ebbi_unlock(&ebbi_ph_lock);
+    if (EBB_DEBUG) { /* the whole page heap, checked at every pass of a debug build */
+        const char *err = ebbi_page_heap_verify();
+        if (err) ebbi_fatal("internal check failed: page heap: %s", err);
+    }
 }
 
 static void *bg_main(void *arg) {

@@ -158,6 +158,7 @@ static void stats_report(int fd) {
     o += line(b + o, n - o, "released total   ", st.released_total);
     o += line(b + o, n - o, "cgroup limit     ", st.cgroup_limit);
     o += line(b + o, n - o, "soft limit       ", st.soft_limit);
+    o += line(b + o, n - o, "cgroup cpus x100 ", (size_t)(ebbi_cgroup_cpus() * 100));
     ebbi_write_fd(fd, b, o);
 }
 
