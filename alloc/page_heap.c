@@ -52,9 +52,12 @@ void ebbi_span_list_remove(struct ebb_span_list *l, struct ebb_span *s) {
     s->on_list = 0;
 }
 
-static void lru_append(struct ebb_span *s, struct ebb_span *after) {
-    /* after == NULL: at the tail (youngest) */
-    if (!after) after = lru_tail;
+/* Where on the age list: after a given span, NULL for the oldest end, AT_TAIL for the
+ * youngest end. */
+#define AT_TAIL ((struct ebb_span *)-1)
+
+static void lru_insert(struct ebb_span *s, struct ebb_span *after) {
+    if (after == AT_TAIL) after = lru_tail;
     LRU_PREV(s) = after;
     LRU_NEXT(s) = after ? LRU_NEXT(after) : lru_head;
     if (LRU_NEXT(s))
@@ -85,7 +88,7 @@ static struct ebb_span_list *set_list(struct free_set *fs, size_t npages) {
 }
 
 /* Insert a FREE span into its set; `lru_after` places a resident span on the age list
- * (NULL: youngest). */
+ * (see AT_TAIL). */
 static void set_insert(struct ebb_span *s, struct ebb_span *lru_after) {
     struct free_set *fs = s->released ? &set_released : &set_resident;
     ebbi_span_list_push(set_list(fs, s->npages), s);
@@ -95,7 +98,7 @@ static void set_insert(struct ebb_span *s, struct ebb_span *lru_after) {
         ebbi_ph_stats.released += bytes;
     } else {
         ebbi_ph_stats.free_res += bytes;
-        lru_append(s, lru_after);
+        lru_insert(s, lru_after);
     }
 }
 
@@ -172,7 +175,7 @@ static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct 
         s->start = prev->start;
         s->npages += prev->npages;
         if (prev->free_since_ms > s->free_since_ms) s->free_since_ms = prev->free_since_ms;
-        if (lru_after == prev) lru_after = NULL;
+        if (lru_after == prev) lru_after = AT_TAIL;
         ebbi_span_delete(prev);
     }
     struct ebb_span *next = free_neighbour(end, released);
@@ -182,7 +185,7 @@ static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct 
         ebbi_pm_set(end, NULL, 0);
         s->npages += next->npages;
         if (next->free_since_ms > s->free_since_ms) s->free_since_ms = next->free_since_ms;
-        if (lru_after == next) lru_after = NULL;
+        if (lru_after == next) lru_after = AT_TAIL;
         ebbi_span_delete(next);
     }
     ebbi_pm_set_span(s);
@@ -208,7 +211,7 @@ static void check_free_ratio(void) {
 void ebbi_page_free_locked(struct ebb_span *s) {
     ebb_assert(s->state == SPAN_SMALL || s->state == SPAN_LARGE);
     ebb_assert(!s->on_list);
-    insert_free(s, false, ebbi_now_ms(), NULL);
+    insert_free(s, false, ebbi_now_ms(), AT_TAIL);
     check_free_ratio();
     ebbi_check_soft_limit_locked();
 }
@@ -285,7 +288,7 @@ static bool grow(size_t npages, size_t align_pages) {
     ebbi_ph_stats.mapped += size;
     s->start = (uintptr_t)p;
     s->npages = size >> EBB_PAGE_SHIFT;
-    insert_free(s, true, 0, NULL);
+    insert_free(s, true, 0, AT_TAIL);
     return true;
 }
 
@@ -306,7 +309,7 @@ struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages) {
             if (!r) { /* out of memory for a record: put s back whole */
                 s->state = SPAN_FREE;
                 ebbi_pm_set_span(s);
-                set_insert(s, NULL);
+                set_insert(s, lru_pos);
                 return NULL;
             }
             r->state = SPAN_LARGE; /* the caller sets the final state */
@@ -341,7 +344,7 @@ bool ebbi_page_shrink(struct ebb_span *s, size_t npages) {
     t->state = SPAN_LARGE;
     s->npages = npages;
     ebbi_pm_set_span(s);
-    insert_free(t, false, ebbi_now_ms(), NULL);
+    insert_free(t, false, ebbi_now_ms(), AT_TAIL);
     ebbi_unlock(&ebbi_ph_lock);
     return true;
 }
@@ -411,7 +414,7 @@ static size_t release_span(struct ebb_span *s, bool small_too) {
     ebbi_os.release((void *)a, b - a);
     ebbi_ph_stats.release_calls++;
     ebbi_ph_stats.released_total += b - a;
-    insert_free(mid, true, 0, NULL);
+    insert_free(mid, true, 0, AT_TAIL);
     return b - a;
 }
 
@@ -425,7 +428,7 @@ size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal) {
         struct ebb_span *s = lru_head;
         while (s && done < goal) {
             struct ebb_span *next = LRU_NEXT(s);
-            if (!everything && s->free_since_ms > older_than_ms) { s = next; continue; }
+            if (!everything && s->free_since_ms > older_than_ms) break; /* the rest is younger */
             if (!everything && ebbi_ph_stats.free_res <= keep) break;
             bool small_too = pass == 1;
             if (small_too && !everything && ebbi_thp_active &&
