@@ -33,12 +33,12 @@ static int threads_now(void) {
     return n;
 }
 
-/* Allocates and frees 12 MiB (every page touched; less than the free pages ebbmalloc may
+/* Allocates and frees 6 MiB (every page touched; less than the free pages ebbmalloc may
  * keep regardless of the timer) then makes no allocator call while it polls its resident
  * set, with plain system calls only.  Returns 0 if RSS fell. */
 static int burst_then_idle(int wait_ms) {
     size_t base = rss_bytes();
-    enum { N = 12 };
+    enum { N = 6 };
     static char *p[N];
     for (int i = 0; i < N; i++) {
         p[i] = malloc(1 << 20);
@@ -46,10 +46,10 @@ static int burst_then_idle(int wait_ms) {
     }
     for (int i = 0; i < N; i++) free(p[i]);
     size_t high = rss_bytes();
-    if (high < base + (10u << 20)) return 2;
+    if (high < base + (5u << 20)) return 2;
     struct timespec ts = {0, 20 * 1000000};
     for (int t = 0; t < wait_ms; t += 20) {
-        if (rss_bytes() < base + (3u << 20)) return 0;
+        if (rss_bytes() < base + (2u << 20)) return 0;
         nanosleep(&ts, NULL);
     }
     return 1;

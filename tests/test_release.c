@@ -148,7 +148,7 @@ static void malloc_trim_drops_rss_now(void **st) {
 }
 
 /* Without a threshold, free resident pages stay below a sixteenth of the pages in use
- * (at least 16 MiB, with a quarter of hysteresis): more is released at once, without
+ * (at least 8 MiB, with a quarter of hysteresis): more is released at once, without
  * waiting for the timer. */
 static void free_pages_capped_by_pages_in_use(void **st) {
     (void)st;
@@ -164,8 +164,8 @@ static void free_pages_capped_by_pages_in_use(void **st) {
     for (int i = 0; i < N; i += 2) ebb_free(p[i]); /* 64 MiB free, 64 MiB in use */
     struct ebb_stats s;
     ebb_stats(&s);
-    assert_true(s.page_free <= (16u << 20) * 5 / 4 + (1 << 20));
-    assert_true(s.released_total >= 40u << 20);
+    assert_true(s.page_free <= (8u << 20) * 5 / 4 + (1 << 20));
+    assert_true(s.released_total >= 50u << 20);
     for (int i = 1; i < N; i += 2) ebb_free(p[i]);
     ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
 }

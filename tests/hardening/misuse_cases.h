@@ -5,8 +5,9 @@
  * glibc does.
  *
  * `fault` and `cls` are substrings the one line on stderr must contain, after
- * "ebbmalloc: " and the function name; the address printed must be the address the
- * helper reports on stdout (line "ADDR 0x...").  cls NULL: no class (not a block).
+ * "ebbmalloc: " and the function name; the address printed must be one the helper
+ * reports on stdout (lines "ADDR 0x...": the block misused, and for a corrupted link
+ * also where the link leads).  cls NULL: no class (not a block).
  *
  * `pending`: ebbmalloc does not stop on this one today (or names the wrong fault).
  * These rows stay out of the default run (misuse_corpus --pending runs them); each
@@ -76,9 +77,9 @@ static const struct misuse_case misuse_cases[] = {
     {"realloc_interior", "realloc(p + 8), 48-byte block", "realloc()", "invalid pointer",
      "48-byte", 0},
     {"corrupt_link_overflow", "freed block's link overwritten (overflow), then 2 mallocs",
-     "malloc()", "corrupted free list", "48-byte size class", 1},
+     "malloc()", "corrupted free list", "48-byte size class", 0},
     {"corrupt_link_bitflip", "one bit of a freed block's link flipped, then 2 mallocs",
-     "malloc()", "corrupted free list", "48-byte size class", 1},
+     "malloc()", "corrupted free list", "48-byte size class", 0},
 };
 #define MISUSE_NCASES (sizeof misuse_cases / sizeof misuse_cases[0])
 

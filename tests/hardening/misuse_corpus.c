@@ -140,13 +140,21 @@ static bool has_addr(const char *line, const char *addr) {
     return false;
 }
 
+static bool has_any_addr(const char *line, char addr[][64], int n) {
+    for (int i = 0; i < n; i++)
+        if (has_addr(line, addr[i])) return true;
+    return false;
+}
+
 /* Checks one case under ebbmalloc.  Returns NULL when it passed, else why not. */
 static const char *check(const struct misuse_case *c, const struct outcome *o, char *why,
                          size_t n) {
-    char addr[64] = "", line[512], h[32];
+    char addr[4][64] = {""}, line[512], h[32];
     const char *a = strstr(o->out, "ADDR ");
-    if (a) sscanf(a + 5, "%63s", addr);
-    if (!addr[0]) {
+    int naddr = 0;
+    for (const char *x = a; x && naddr < 4; x = strstr(x + 5, "ADDR "))
+        if (sscanf(x + 5, "%63s", addr[naddr]) == 1) naddr++;
+    if (!naddr) {
         snprintf(why, n, "the helper printed no address (%s)", how(o, h, sizeof h));
         return why;
     }
@@ -162,11 +170,11 @@ static const char *check(const struct misuse_case *c, const struct outcome *o, c
     char want[128];
     snprintf(want, sizeof want, "ebbmalloc: %s: ", c->func);
     if (count_lines(o->err) != 1 || strncmp(line, want, strlen(want)))
-        snprintf(why, n, "expected one line starting \"%s\", got \"%s\"", want, o->err);
+        snprintf(why, n, "expected one line starting \"%s\", got \"%.300s\"", want, o->err);
     else if (!strstr(line, c->fault))
         snprintf(why, n, "fault \"%s\" not named in \"%s\"", c->fault, line);
-    else if (!has_addr(line, addr))
-        snprintf(why, n, "address %s not named in \"%s\"", addr, line);
+    else if (!has_any_addr(line, addr, naddr))
+        snprintf(why, n, "address %s not named in \"%s\"", addr[0], line);
     else if (c->cls && !strstr(line, c->cls))
         snprintf(why, n, "class \"%s\" not named in \"%s\"", c->cls, line);
     else

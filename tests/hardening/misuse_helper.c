@@ -343,6 +343,7 @@ static int run(const char *c) {
         addr(q);
         free(a);
         free(q); /* list: q -> a */
+        addr((unsigned char *)((uintptr_t)a ^ 0x20)); /* where the flipped link leads */
         ((volatile uintptr_t *)launder(q))[0] ^= 0x20;
         void *r1 = launder(malloc(40));
         void *r2 = launder(malloc(40));

@@ -55,8 +55,11 @@ struct thread {
     uint64_t op;    /* index of the operation running, for messages */
     const char *op_name;
     struct block slot[NSLOT];
-    struct block mail[MAILCAP]; /* from the previous thread, read after a barrier */
-    int nmail;
+    /* Blocks from the previous thread: it writes box[e % 2] in epoch e, this thread
+     * reads that box at the start of epoch e + 1 (a barrier between). */
+    struct block mail[2][MAILCAP];
+    int nmail[2];
+    int epoch;
     uint64_t counts[16];
 } __attribute__((aligned(64)));
 
@@ -264,19 +267,20 @@ static void reallocate(struct thread *t, struct block *b) {
 
 static void handoff(struct thread *t, struct block *b) {
     struct thread *to = &threads[(t->id + 1) % nthreads];
-    if (to->nmail >= MAILCAP || to == t) {
+    int box = t->epoch % 2;
+    if (to->nmail[box] >= MAILCAP || to == t) {
         release(t, b, false);
         return;
     }
-    to->mail[to->nmail++] = *b; /* read by `to` after the next barrier */
+    to->mail[box][to->nmail[box]++] = *b; /* read by `to` in the next epoch */
     b->p = NULL;
 }
 
 /* Blocks the previous thread sent in the last epoch: keep some, free or reallocate the
  * rest right away (frees from a thread other than the allocating one). */
-static void take_mail(struct thread *t) {
-    for (int i = 0; i < t->nmail; i++) {
-        struct block *m = &t->mail[i];
+static void take_mail(struct thread *t, int box) {
+    for (int i = 0; i < t->nmail[box]; i++) {
+        struct block *m = &t->mail[box][i];
         struct block *s = &t->slot[below(t, NSLOT)];
         uint64_t r = below(t, 3);
         if (r == 0 && !s->p) {
@@ -289,7 +293,7 @@ static void take_mail(struct thread *t) {
         }
         release(t, m, false);
     }
-    t->nmail = 0;
+    t->nmail[box] = 0;
 }
 
 static void stats_check(struct thread *t) {
@@ -341,7 +345,8 @@ static void check_no_overlap(void) {
     for (int i = 0; i < nthreads; i++) {
         for (int k = 0; k < NSLOT; k++)
             if (threads[i].slot[k].p) all[n++] = &threads[i].slot[k];
-        for (int k = 0; k < threads[i].nmail; k++) all[n++] = &threads[i].mail[k];
+        for (int box = 0; box < 2; box++)
+            for (int k = 0; k < threads[i].nmail[box]; k++) all[n++] = &threads[i].mail[box][k];
     }
     qsort(all, n, sizeof *all, by_addr);
     for (size_t i = 1; i < n; i++)
@@ -356,7 +361,8 @@ static void *run(void *arg) {
     uint64_t per_epoch = ops_per_thread / (uint64_t)nepochs + 1;
     for (int e = 0; e < nepochs; e++) {
         pthread_barrier_wait(&barrier);
-        take_mail(t);
+        t->epoch = e;
+        take_mail(t, (e + 1) % 2); /* what came in during epoch e - 1 */
         for (uint64_t i = 0; i < per_epoch && t->op < ops_per_thread; i++, t->op++) one_op(t);
         pthread_barrier_wait(&barrier); /* mail delivered, everyone stopped */
         if (t->id == 0) {
@@ -365,7 +371,7 @@ static void *run(void *arg) {
         }
     }
     pthread_barrier_wait(&barrier);
-    take_mail(t);
+    take_mail(t, (nepochs + 1) % 2);
     t->op_name = "final free";
     for (int k = 0; k < NSLOT; k++)
         if (t->slot[k].p) release(t, &t->slot[k], false);

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Sanitizer builds of the tests that use the ebb_ API (static library, so the sanitizer's
+# own malloc stays in place):
+#   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer: API conformance, size
+#                classes, the randomized model, the many-threads test, the fuzz replay
+#   build-tsan/  ThreadSanitizer: the multi-threaded ones (model, many threads)
+# Both build the allocator with its internal checks on (-Ddebug_checks=true).  Every
+# report stops its test (halt_on_error / -fno-sanitize-recover), so the script exits
+# non-zero on any report, and also on any failing test.
+#
+#   tests/sanitize.sh [asan|tsan|tsan-strict]...   (default: asan tsan)
+#   tsan-strict: without tests/hardening/tsan-pending.supp, the known races in alloc/
+#   SANITIZE_CC=gcc tests/sanitize.sh     (default: clang when installed, else gcc)
+# Not here: tests that replace malloc (libebbmalloc.so), the RLIMIT_AS test (the
+# sanitizers reserve terabytes of address space), and RSS bounds (the sanitizers' own
+# memory); the normal `meson test` run covers those.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+cc=${SANITIZE_CC:-$(command -v clang >/dev/null && echo clang || echo gcc)}
+jobs=$(nproc 2>/dev/null || echo 2)
+status=0
+
+# setup DIR SANITIZERS: configure once (reconfigure when the compiler changed).
+setup() {
+    local dir=$1 san=$2
+    if [ -f "$dir/build.ninja" ] && grep -q "^$cc\$" "$dir/.sanitize-cc" 2>/dev/null; then
+        return 0
+    fi
+    rm -rf "$dir"
+    local out
+    if ! out=$(CC=$cc meson setup "$dir" -Dbench=false -Dtools=false -Ddebug_checks=true \
+        --buildtype=debugoptimized -Db_sanitize="$san" -Db_lundef=false \
+        -Dc_args="-fno-sanitize-recover=all -fno-omit-frame-pointer" 2>&1); then
+        echo "$out"
+        return 1
+    fi
+    echo "$cc" >"$dir/.sanitize-cc"
+}
+
+# run_suite DIR NAME TARGETS... -- TESTS...: build the targets, run the named meson tests.
+run_suite() {
+    local dir=$1 name=$2
+    shift 2
+    local targets=() tests=()
+    while [ "$1" != "--" ]; do targets+=("$1"); shift; done
+    shift
+    tests=("$@")
+    echo "== $name ($cc): ${tests[*]}"
+    if ! ninja -C "$dir" "${targets[@]}" >"$dir/sanitize-build.log" 2>&1; then
+        tail -30 "$dir/sanitize-build.log"
+        echo "== $name: build FAILED"
+        return 1
+    fi
+    if meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes "$jobs" \
+        --timeout-multiplier 3 "${tests[@]}" >"$dir/sanitize-test.log" 2>&1; then
+        grep -E '^ *[0-9]+/[0-9]+ ' "$dir/sanitize-test.log"
+        echo "== $name: no reports"
+        return 0
+    fi
+    grep -E '^ *[0-9]+/[0-9]+ ' "$dir/sanitize-test.log"
+    # The first report of each failing test, to see what it was without the log.
+    grep -E -A12 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' \
+        "$dir/sanitize-test.log" | head -80
+    echo "== $name: FAILED (full log: $dir/sanitize-test.log)"
+    return 1
+}
+
+asan() {
+    setup build-asan address,undefined || return 1
+    # Smaller runs than the default ones: the sanitizers make each operation slower.
+    EBB_MODEL_OPS=300000 EBB_STRESS_THREADS=200 EBB_STRESS_LIFETIMES=2000 \
+    EBB_STRESS_FORKERS=16 \
+    ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    run_suite build-asan "ASan+UBSan" \
+        tests/test_api_ebb tests/test_size_class tests/hardening/model \
+        tests/hardening/test_stress_ebb tests/hardening/fuzz_replay -- \
+        api_ebb size_class model stress_ebb fuzz_replay
+}
+
+# tsan [strict]: known races in alloc/ (tests/hardening/tsan-pending.supp) are
+# suppressed unless strict.
+tsan() {
+    setup build-tsan thread || return 1
+    local opts=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1:die_after_fork=0
+    local name="TSan"
+    if [ "${1:-}" = strict ]; then
+        name="TSan, strict"
+    else
+        opts+=:suppressions=$PWD/tests/hardening/tsan-pending.supp
+    fi
+    EBB_MODEL_OPS=150000 EBB_STRESS_THREADS=100 EBB_STRESS_LIFETIMES=1000 \
+    EBB_STRESS_FORKERS=8 TSAN_OPTIONS=$opts \
+    run_suite build-tsan "$name" \
+        tests/hardening/model tests/hardening/test_stress_ebb -- \
+        model stress_ebb
+}
+
+which=("$@")
+[ ${#which[@]} -eq 0 ] && which=(asan tsan)
+for w in "${which[@]}"; do
+    case "$w" in
+    asan) asan || status=1 ;;
+    tsan) tsan || status=1 ;;
+    tsan-strict) tsan strict || status=1 ;;
+    *) echo "usage: tests/sanitize.sh [asan|tsan|tsan-strict]..." >&2; exit 2 ;;
+    esac
+done
+exit $status
