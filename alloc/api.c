@@ -260,6 +260,10 @@ EBB_EXPORT void *ebb_realloc(void *p, size_t n) {
         struct ebb_span *s = large_span(p);
         if (!s) reject("realloc()", p);
         old = ebbi_usable_size(p);
+        /* A block with its own mapping that stays big moves with mremap: no copy. */
+        if (s->state == SPAN_MAPPED && n >= (size_t)ebbi_opt(EBB_OPT_MMAP_THRESHOLD) / 2 &&
+            n <= PTRDIFF_MAX && ebbi_mapped_resize(s, n))
+            return (void *)s->start;
         if (n <= old && n > EBB_SMALL_MAX) {
             /* Shrink in place; give back the tail when it is a quarter or more. */
             size_t np = (n + EBB_PAGE - 1) >> EBB_PAGE_SHIFT;

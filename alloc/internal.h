@@ -65,6 +65,7 @@ struct ebb_os_hooks {
     void *(*map)(size_t size);                 /* fresh zeroed read-write memory */
     void (*unmap)(void *p, size_t size);
     int (*release)(void *p, size_t size);      /* MADV_DONTNEED: drop the pages */
+    void *(*remap)(void *p, size_t old_size, size_t new_size); /* may move; NULL: failed */
 };
 extern struct ebb_os_hooks ebbi_os;
 void *ebbi_os_map_aligned(size_t size, size_t align);
@@ -277,6 +278,7 @@ void ebbi_page_free_locked(struct ebb_span *s);
 bool ebbi_page_shrink(struct ebb_span *s, size_t npages); /* LARGE: give back the tail */
 struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align);
 void ebbi_mapped_free(struct ebb_span *s);
+bool ebbi_mapped_resize(struct ebb_span *s, size_t size); /* false: unchanged */
 /* Release FREE spans not used since `older_than_ms` until `goal` bytes are returned
  * (SIZE_MAX = no goal), oldest first.  older_than_ms 0 or UINT64_MAX: any age (0 also
  * ignores EBB_TRIM_THRESHOLD).  Caller holds the lock.  Returns bytes released. */

@@ -32,7 +32,12 @@ static int os_release(void *p, size_t size) {
     return madvise(p, size, MADV_DONTNEED);
 }
 
-struct ebb_os_hooks ebbi_os = {os_map, os_unmap, os_release};
+static void *os_remap(void *p, size_t old_size, size_t new_size) {
+    void *q = mremap(p, old_size, new_size, MREMAP_MAYMOVE);
+    return q == MAP_FAILED ? NULL : q;
+}
+
+struct ebb_os_hooks ebbi_os = {os_map, os_unmap, os_release, os_remap};
 
 /* A mapping of `size` bytes starting at a multiple of `align` (a power of two). */
 void *ebbi_os_map_aligned(size_t size, size_t align) {

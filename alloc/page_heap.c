@@ -389,6 +389,38 @@ void ebbi_mapped_free(struct ebb_span *s) {
     ebbi_span_delete(s);
 }
 
+/* Grow or shrink a MAPPED span's mapping in place or by moving it (the kernel moves page
+ * tables, nothing is copied).  The page map follows. */
+bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
+    size_t len = (size + EBB_PAGE - 1) & ~(EBB_PAGE - 1);
+    if (len == s->map_size) {
+        s->req_size = size;
+        return true;
+    }
+    ebbi_lock(&ebbi_ph_lock);
+    void *q = ebbi_os.remap((void *)s->start, s->map_size, len);
+    if (!q || ((uintptr_t)q & (EBB_PAGE - 1)) || !ebbi_pm_ensure((uintptr_t)q, len)) {
+        if (q && q != (void *)s->start) { /* cannot keep it there: move back */
+            void *back = ebbi_os.remap(q, len, s->map_size);
+            if (back != (void *)s->start) ebbi_fatal("mremap could not restore a block");
+        }
+        ebbi_unlock(&ebbi_ph_lock);
+        return false;
+    }
+    ebbi_pm_clear_span(s);
+    ebbi_ph_stats.mapped += len - s->map_size;
+    ebbi_ph_stats.mapped_direct += len - s->map_size;
+    s->start = (uintptr_t)q;
+    s->npages = len >> EBB_PAGE_SHIFT;
+    s->map_size = len;
+    s->req_size = size;
+    ebbi_pm_set_span(s);
+    size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
+    if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
+    ebbi_unlock(&ebbi_ph_lock);
+    return true;
+}
+
 /* ---------------------------------------------------------------- release */
 /* Return one resident free span to the kernel and move it to the released set.  With
  * huge pages allowed, only whole 2 MiB-aligned blocks inside it are released unless

@@ -157,6 +157,22 @@ static void realloc_keeps_content(void **st) {
     F(free)(p);
 }
 
+static void huge_realloc_grows_and_shrinks(void **st) {
+    (void)st;
+    size_t n = 40u << 20; /* own mapping: moved with mremap, not copied */
+    unsigned char *p = F(malloc)(n);
+    for (size_t i = 0; i < n; i += 4096) p[i] = (unsigned char)(i >> 12);
+    p = F(realloc)(p, 3 * n);
+    assert_non_null(p);
+    assert_true(F(malloc_usable_size)(p) >= 3 * n);
+    for (size_t i = 0; i < n; i += 4096) assert_int_equal(p[i], (unsigned char)(i >> 12));
+    memset(p + n, 9, 2 * n);
+    p = F(realloc)(p, n / 2);
+    assert_non_null(p);
+    for (size_t i = 0; i < n / 2; i += 4096) assert_int_equal(p[i], (unsigned char)(i >> 12));
+    F(free)(p);
+}
+
 static void large_shrink_in_place(void **st) {
     (void)st;
     unsigned char *p = F(malloc)(4 << 20);
@@ -347,6 +363,7 @@ int main(void) {
         cmocka_unit_test(calloc_overflow_and_zeroing),
         cmocka_unit_test(realloc_keeps_content),
         cmocka_unit_test(large_shrink_in_place),
+        cmocka_unit_test(huge_realloc_grows_and_shrinks),
         cmocka_unit_test(alignments),
         cmocka_unit_test(bad_alignments),
         cmocka_unit_test(page_functions),
