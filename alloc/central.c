@@ -48,10 +48,15 @@ static void rebucket(struct ebb_central *c, struct ebb_span *s) {
     }
 }
 
+/* Set up under the page heap lock: a neighbour's free looks at this span's state. */
 static struct ebb_span *new_span(unsigned cls) {
     const struct ebb_class_info *ci = &ebbi_classes[cls];
-    struct ebb_span *s = ebbi_page_alloc(ci->pages, 1);
-    if (!s) return NULL;
+    ebbi_lock(&ebbi_ph_lock);
+    struct ebb_span *s = ebbi_page_alloc_locked(ci->pages, 1);
+    if (!s) {
+        ebbi_unlock(&ebbi_ph_lock);
+        return NULL;
+    }
     s->state = SPAN_SMALL;
     s->cls = (uint8_t)cls;
     s->used = 0;
@@ -60,6 +65,7 @@ static struct ebb_span *new_span(unsigned cls) {
     s->bump = (char *)s->start;
     s->bump_end = (char *)s->start + (size_t)s->objects * ci->size;
     ebbi_pm_set_span(s);
+    ebbi_unlock(&ebbi_ph_lock);
     return s;
 }
 
@@ -157,7 +163,7 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
                 if (size >= TAIL_MIN_CLASS) tail_taken(c, o, size);
             } else {
                 o = s->bump;
-                s->bump += size;
+                __atomic_store_n(&s->bump, s->bump + size, __ATOMIC_RELAXED);
             }
             ebbi_set_next(o, chain);
             chain = o;
@@ -182,7 +188,9 @@ void ebbi_check_object(unsigned cls, void *o) {
         ebbi_fatal("free(): invalid pointer %p (no %u-byte block of ebbmalloc's there)", o,
                    ebbi_classes[cls].size);
     uint64_t off = a - s->start, idx = (off * div_mul[cls]) >> 40;
-    if (unlikely(idx * ebbi_classes[cls].size != off || (char *)o >= s->bump))
+    /* bump only grows, and o was below it when handed out: a stale value is fine */
+    char *bump = __atomic_load_n(&s->bump, __ATOMIC_RELAXED);
+    if (unlikely(idx * ebbi_classes[cls].size != off || (char *)o >= bump))
         ebbi_fatal("free(): invalid pointer %p (inside a %u-byte block, not its start)", o,
                    ebbi_classes[cls].size);
 }
@@ -237,7 +245,6 @@ size_t ebbi_central_trim(bool all) {
     size_t moved = 0;
     for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
         struct ebb_central *c = &ebbi_central[cls];
-        if (!c->tc_used && !c->tc_low) continue;
         ebbi_lock(&c->lock);
         uint32_t drop = all ? c->tc_used : c->tc_low;
         for (uint32_t k = 0; k < drop && c->tc_used; k++) {

@@ -112,7 +112,10 @@ enum ebb_option {
     EBB_OPT_COUNT
 };
 extern int64_t ebbi_options[EBB_OPT_COUNT];
-static inline int64_t ebbi_opt(enum ebb_option o) { return ebbi_options[o]; }
+/* relaxed: mallopt may change an option while other threads read it */
+static inline int64_t ebbi_opt(enum ebb_option o) {
+    return __atomic_load_n(&ebbi_options[o], __ATOMIC_RELAXED);
+}
 void ebbi_options_init(void);
 void ebbi_options_set(enum ebb_option o, int64_t v);
 bool ebbi_parse_size(const char *s, int64_t *out, bool allow_percent);
@@ -135,7 +138,8 @@ extern uint8_t ebbi_class_lut[(EBB_SMALL_MAX >> 4) + 1];
 void ebbi_size_class_init(void);
 static inline size_t ebbi_class_index(size_t n) { return (n + 15) >> 4; }
 static inline unsigned ebbi_size_to_class(size_t n) { /* n <= EBB_SMALL_MAX */
-    return ebbi_class_lut[ebbi_class_index(n)];
+    /* relaxed: a plain byte load, and no race with the first malloc filling the table */
+    return __atomic_load_n(&ebbi_class_lut[ebbi_class_index(n)], __ATOMIC_RELAXED);
 }
 static inline size_t ebbi_class_objects(unsigned cls) {
     return (ebbi_classes[cls].pages << EBB_PAGE_SHIFT) / ebbi_classes[cls].size;

@@ -98,7 +98,9 @@ void ebbi_options_init(void) {
         ebbi_options[EBB_OPT_THREAD_CACHE_ONE] = ebbi_options[EBB_OPT_THREAD_CACHE_MAX];
 }
 
-void ebbi_options_set(enum ebb_option o, int64_t v) { ebbi_options[o] = v; }
+void ebbi_options_set(enum ebb_option o, int64_t v) {
+    __atomic_store_n(&ebbi_options[o], v, __ATOMIC_RELAXED);
+}
 
 /* glibc's parameters: M_TRIM_THRESHOLD and M_MMAP_THRESHOLD map onto ebbmalloc's
  * options; M_ARENA_MAX, M_ARENA_TEST, M_TOP_PAD, M_MMAP_MAX, M_CHECK_ACTION and

@@ -97,7 +97,8 @@ static void set_insert(struct ebb_span *s, struct ebb_span *lru_after) {
     if (s->released) {
         ebbi_ph_stats.released += bytes;
     } else {
-        ebbi_ph_stats.free_res += bytes;
+        /* the release tick reads free_res without the lock */
+        __atomic_store_n(&ebbi_ph_stats.free_res, ebbi_ph_stats.free_res + bytes, __ATOMIC_RELAXED);
         lru_insert(s, lru_after);
     }
 }
@@ -111,7 +112,7 @@ static void set_remove(struct ebb_span *s) {
     if (s->released) {
         ebbi_ph_stats.released -= bytes;
     } else {
-        ebbi_ph_stats.free_res -= bytes;
+        __atomic_store_n(&ebbi_ph_stats.free_res, ebbi_ph_stats.free_res - bytes, __ATOMIC_RELAXED);
         lru_remove(s);
     }
 }

@@ -22,7 +22,7 @@ bool ebbi_pm_ensure(uintptr_t start, size_t len) {
             break;
         }
         __atomic_store_n(&ebbi_pm_root[i], l, __ATOMIC_RELEASE);
-        pm_leaves++;
+        __atomic_store_n(&pm_leaves, pm_leaves + 1, __ATOMIC_RELAXED);
     }
     ebbi_unlock(&pm_lock);
     return ok;
@@ -61,7 +61,8 @@ void ebbi_pm_clear_span(struct ebb_span *s) {
 size_t ebbi_pm_bytes(void) {
     /* Only the touched part of each leaf is resident: roughly one byte of class and one
      * pointer per page in use.  Report the reservation's touched estimate. */
-    return sizeof ebbi_pm_root / 64 + pm_leaves * (sizeof(struct ebb_pm_leaf) / 64);
+    return sizeof ebbi_pm_root / 64 +
+           __atomic_load_n(&pm_leaves, __ATOMIC_RELAXED) * (sizeof(struct ebb_pm_leaf) / 64);
 }
 
 void ebbi_pm_fork_prepare(void) { ebbi_lock(&pm_lock); }

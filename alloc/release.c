@@ -220,7 +220,8 @@ static void start_background(void) {
  * would, for instance, make unshare(CLONE_NEWUSER) fail in a single-threaded program). */
 static void maybe_start_background(void) {
     if (likely(atomic_load_explicit(&bg_started, memory_order_relaxed))) return;
-    if (!ebbi_ph_stats.free_res && !ebbi_opt(EBB_OPT_STATS_SHM)) return;
+    if (!__atomic_load_n(&ebbi_ph_stats.free_res, __ATOMIC_RELAXED) && !ebbi_opt(EBB_OPT_STATS_SHM))
+        return;
     int saved = errno;
     start_background();
     errno = saved;
@@ -230,7 +231,8 @@ void ebbi_release_tick(void) {
     uint64_t now = ebbi_now_ms();
     uint64_t due = atomic_load_explicit(&next_due_ms, memory_order_relaxed);
     if (likely(now < due) && !atomic_load_explicit(&pressure, memory_order_relaxed)) {
-        if (unlikely(!atomic_load_explicit(&bg_started, memory_order_relaxed)) && ebbi_ph_stats.free_res)
+        if (unlikely(!atomic_load_explicit(&bg_started, memory_order_relaxed)) &&
+            __atomic_load_n(&ebbi_ph_stats.free_res, __ATOMIC_RELAXED))
             maybe_start_background();
         return;
     }

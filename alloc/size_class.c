@@ -120,6 +120,6 @@ void ebbi_size_class_init(void) {
     unsigned cls = 1;
     for (size_t n = 0; n <= EBB_SMALL_MAX; n += 16) {
         while (ebbi_classes[cls].size < n) cls++;
-        ebbi_class_lut[ebbi_class_index(n)] = (uint8_t)cls;
+        __atomic_store_n(&ebbi_class_lut[ebbi_class_index(n)], (uint8_t)cls, __ATOMIC_RELAXED);
     }
 }

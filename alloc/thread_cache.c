@@ -151,7 +151,7 @@ __attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threa
     ebbi_lock(&tc_list_lock);
     for (struct ebb_tcache *tc = tc_all; tc; tc = tc->next)
         for (unsigned cls = 1; cls < EBB_NCLASS; cls++)
-            bytes += (size_t)__atomic_load_n(&tc->lists[cls].len, __ATOMIC_RELAXED) * csize(cls);
+            bytes += (size_t)*(volatile uint32_t *)&tc->lists[cls].len * csize(cls);
     if (threads) *threads = tc_threads;
     ebbi_unlock(&tc_list_lock);
     return bytes;
