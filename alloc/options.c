@@ -21,9 +21,10 @@ static const struct option_row rows[EBB_OPT_COUNT] = {
     /* A thread that wakes every RELEASE_MS/2 (at least 100 ms) releases memory of
      * processes that stopped calling malloc. */
     [EBB_OPT_BACKGROUND] = {"BACKGROUND", 1, false, false},
-    /* All thread caches together.  With hundreds of threads each gets a smaller share;
-     * nothing is held beyond this. */
-    [EBB_OPT_THREAD_CACHE_MAX] = {"THREAD_CACHE_MAX", 4 << 20, true, false},
+    /* All thread caches together; 0: 2 MiB per CPU the process may use (the cgroup's CPU
+     * quota, else its affinity mask), at least 4 MiB.  Only as many threads as CPUs run at
+     * once; with hundreds of threads each gets a smaller share, nothing is held beyond. */
+    [EBB_OPT_THREAD_CACHE_MAX] = {"THREAD_CACHE_MAX", 0, true, false},
     [EBB_OPT_THREAD_CACHE_ONE] = {"THREAD_CACHE_ONE", 2 << 20, true, false},
     /* 0: off.  Near the limit every free page is released at once, not on the timer. */
     [EBB_OPT_SOFT_LIMIT] = {"SOFT_LIMIT", 0, true, true},
@@ -94,8 +95,7 @@ void ebbi_options_init(void) {
     if (!ebbi_getenv("EBB_TRIM_THRESHOLD") &&
         ebbi_parse_size(ebbi_getenv("MALLOC_TRIM_THRESHOLD_"), &v, false))
         ebbi_options[EBB_OPT_TRIM_THRESHOLD] = v;
-    if (ebbi_options[EBB_OPT_THREAD_CACHE_ONE] > ebbi_options[EBB_OPT_THREAD_CACHE_MAX])
-        ebbi_options[EBB_OPT_THREAD_CACHE_ONE] = ebbi_options[EBB_OPT_THREAD_CACHE_MAX];
+
 }
 
 void ebbi_options_set(enum ebb_option o, int64_t v) {

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "internal.h"
@@ -31,8 +32,24 @@ static pthread_key_t tc_key;
 
 static inline size_t csize(unsigned cls) { return ebbi_classes[cls].size; }
 
+/* CPUs this process may run on at once: the cgroup quota if there is one, else the
+ * affinity mask. */
+static double usable_cpus(void) {
+    double q = ebbi_cgroup_cpus();
+    cpu_set_t set;
+    double n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    return q > 0 && q < n ? q : n;
+}
+
 void ebbi_tc_init(void) {
-    atomic_store(&budget_left, ebbi_opt(EBB_OPT_THREAD_CACHE_MAX));
+    int64_t total = ebbi_opt(EBB_OPT_THREAD_CACHE_MAX);
+    if (total <= 0) {
+        total = (int64_t)(usable_cpus() * (2 << 20));
+        if (total < (4 << 20)) total = 4 << 20;
+        ebbi_options_set(EBB_OPT_THREAD_CACHE_MAX, total);
+    }
+    if (ebbi_opt(EBB_OPT_THREAD_CACHE_ONE) > total) ebbi_options_set(EBB_OPT_THREAD_CACHE_ONE, total);
+    atomic_store(&budget_left, total);
     pthread_key_create(&tc_key, ebbi_tc_thread_exit);
 }
 

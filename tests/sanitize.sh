@@ -8,8 +8,9 @@
 # report stops its test (halt_on_error / -fno-sanitize-recover), so the script exits
 # non-zero on any report, and also on any failing test.
 #
-#   tests/sanitize.sh [asan|tsan|tsan-strict]...   (default: asan tsan)
+#   tests/sanitize.sh [asan|tsan|tsan-strict|fuzz]...   (default: asan tsan fuzz)
 #   tsan-strict: without tests/hardening/tsan-pending.supp, the known races in alloc/
+#   fuzz: 20 s of the libFuzzer target (fuzz/run.sh; ASan+UBSan), when clang has libFuzzer
 #   SANITIZE_CC=gcc tests/sanitize.sh     (default: clang when installed, else gcc)
 # Not here: tests that replace malloc (libebbmalloc.so), the RLIMIT_AS test (the
 # sanitizers reserve terabytes of address space), and RSS bounds (the sanitizers' own
@@ -97,14 +98,34 @@ tsan() {
         model stress_ebb
 }
 
+fuzz() {
+    echo "== libFuzzer smoke run (20 s)"
+    if ! echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' |
+        clang -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1; then
+        echo "== libFuzzer: clang with -fsanitize=fuzzer not available, skipped"
+        return 0
+    fi
+    local log=build-fuzz/smoke.log
+    mkdir -p build-fuzz
+    if bash fuzz/run.sh "${EBB_FUZZ_SECONDS:-20}" >"$log" 2>&1; then
+        grep -E '^stat::(number_of_executed_units|new_units_added)' "$log"
+        echo "== libFuzzer: no findings"
+        return 0
+    fi
+    grep -E -A20 'fuzz_ebb:|ERROR:|runtime error' "$log" | head -40
+    echo "== libFuzzer: FAILED (log: $log)"
+    return 1
+}
+
 which=("$@")
-[ ${#which[@]} -eq 0 ] && which=(asan tsan)
+[ ${#which[@]} -eq 0 ] && which=(asan tsan fuzz)
 for w in "${which[@]}"; do
     case "$w" in
     asan) asan || status=1 ;;
     tsan) tsan || status=1 ;;
     tsan-strict) tsan strict || status=1 ;;
-    *) echo "usage: tests/sanitize.sh [asan|tsan|tsan-strict]..." >&2; exit 2 ;;
+    fuzz) fuzz || status=1 ;;
+    *) echo "usage: tests/sanitize.sh [asan|tsan|tsan-strict|fuzz]..." >&2; exit 2 ;;
     esac
 done
 exit $status

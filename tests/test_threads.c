@@ -146,7 +146,7 @@ static void all_thread_caches_are_capped(void **st) {
     ebb_stats(&s);
     assert_true(s.threads >= T);
     assert_true(s.thread_cache > 0);
-    assert_true(s.thread_cache <= 4u << 20); /* EBB_THREAD_CACHE_MAX default */
+    assert_true(s.thread_cache <= 4u << 20); /* EBB_THREAD_CACHE_MAX=4M (meson.build) */
     pthread_barrier_wait(&bar);
     for (int i = 0; i < T; i++) pthread_join(t[i], NULL);
     pthread_barrier_destroy(&bar);

@@ -9,6 +9,8 @@
  *   misuse_corpus HELPER --all        both
  *   misuse_corpus HELPER --table      every case under ebbmalloc and under plain glibc,
  *                                     printed as a Markdown table (never fails)
+ *   ... --repeat N                    run each case N times (the secret and the heap
+ *                                     layout change each time); ok only if all pass
  *   ... [CASE...]                     only the named cases
  *
  * EBB_LIB is the path of libebbmalloc.so (meson's test environment sets it). */
@@ -211,6 +213,7 @@ static void describe(const struct outcome *o, char *buf, size_t n) {
 
 int main(int argc, char **argv) {
     bool table = false, pending = false, regular = true;
+    int repeat = 1;
     const char *only[64];
     int nonly = 0;
     for (int i = 1; i < argc; i++) {
@@ -220,6 +223,8 @@ int main(int argc, char **argv) {
             pending = true, regular = false;
         else if (!strcmp(argv[i], "--all"))
             pending = true, regular = true;
+        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc)
+            repeat = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
         else if (!helper)
             helper = argv[i];
         else if (nonly < 64)
@@ -261,17 +266,27 @@ int main(int argc, char **argv) {
             continue;
         }
         if (c->pending ? !pending : !regular) continue;
-        run_case(c->name, true, &o);
-        char why[1024];
-        const char *bad = check(c, &o, why, sizeof why);
+        char why[1024], first_why[1024] = "", line[512] = "";
+        int passes = 0;
+        for (int k = 0; k < repeat; k++) {
+            run_case(c->name, true, &o);
+            const char *bad = check(c, &o, why, sizeof why);
+            if (!bad) {
+                passes++;
+                if (!line[0]) first_line(o.err, NULL, line, sizeof line);
+            } else if (!first_why[0]) {
+                snprintf(first_why, sizeof first_why, "%s", bad);
+            }
+        }
+        char count[32] = "";
+        if (repeat > 1) snprintf(count, sizeof count, " [%d/%d]", passes, repeat);
         num++;
-        if (bad) {
+        if (passes < repeat) {
             failed++;
-            printf("not ok %d - %s%s: %s\n", num, c->name, c->pending ? " (pending)" : "", bad);
+            printf("not ok %d - %s%s%s: %s\n", num, c->name, c->pending ? " (pending)" : "",
+                   count, first_why);
         } else {
-            char line[512];
-            first_line(o.err, NULL, line, sizeof line);
-            printf("ok %d - %s: %s\n", num, c->name, line);
+            printf("ok %d - %s%s: %s\n", num, c->name, count, line);
         }
         fflush(stdout);
     }
