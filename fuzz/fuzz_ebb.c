@@ -117,13 +117,20 @@ static size_t size_arg(struct reader *r) {
 /* Any requests above this cannot be met on x86-64 Linux (47-bit user space). */
 static bool impossible(size_t n) { return n >= ((size_t)1 << 47); }
 
+/* Valid but absurd alignments (2^36 .. 2^46) make ebbmalloc reserve that much address
+ * space for good (tests/hardening/test_pending.c); until that is fixed they are drawn
+ * only with FUZZ_EBB_ABSURD_ALIGN=1, so that long runs find other things. */
+static bool absurd_aligns;
+
 static size_t align_arg(struct reader *r) {
     uint8_t a = u8(r);
     if (a < 200) return (size_t)1 << (a % 24); /* 1 .. 8 MiB */
     if (a < 230) return a;                     /* mostly not powers of two */
     static const size_t odd[] = {0, 3, 24, 48, 4095, 4097, SIZE_MAX, SIZE_MAX / 2 + 1,
-                                 SIZE_MAX / 2 + 2, (size_t)1 << 46, (size_t)1 << 63};
-    return odd[a % (sizeof odd / sizeof *odd)];
+                                 SIZE_MAX / 2 + 2, (size_t)1 << 47, (size_t)1 << 63,
+                                 (size_t)1 << 36, (size_t)1 << 46};
+    size_t n = sizeof odd / sizeof *odd - (absurd_aligns ? 0 : 2);
+    return odd[a % n];
 }
 
 /* ---------------------------------------------------------------- patterns
@@ -452,6 +459,8 @@ static bool started;
 static void start(void) {
     if (started) return;
     started = true;
+    const char *e = getenv("FUZZ_EBB_ABSURD_ALIGN");
+    absurd_aligns = e && *e == '1';
     sem_init(&go, 0, 0);
     sem_init(&done, 0, 0);
     pthread_create(&other, NULL, other_main, NULL);
@@ -481,47 +490,137 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef FUZZ_STANDALONE
-/* ---------------------------------------------------------------- standalone driver */
+/* ---------------------------------------------------------------- standalone driver
+ *   fuzz_ebb_replay [PATH...] [--random N] [--seed S]
+ *       PATH: an input file, a directory of them, or a pack (*.pack)
+ *   fuzz_ebb_replay --pack OUT.pack DIR...     pack the inputs of directories into one
+ *   fuzz_ebb_replay --unpack IN.pack DIR       write a pack's inputs as files into DIR
+ * A pack is "EBBFUZZ1" then, per input, its length (4 bytes, little-endian) and bytes;
+ * it keeps the seed corpus (fuzz/corpus.pack) one file in the repository. */
 #include <dirent.h>
 #include <sys/stat.h>
 
-static int run_file(const char *path) {
+static const char pack_magic[8] = {'E', 'B', 'B', 'F', 'U', 'Z', 'Z', '1'};
+static uint8_t buf[1 << 20];
+
+static size_t read_all(const char *path, uint8_t *b, size_t cap, bool *ok) {
+    FILE *f = fopen(path, "rb");
+    *ok = f != NULL;
+    if (!f) {
+        perror(path);
+        return 0;
+    }
+    size_t n = fread(b, 1, cap, f);
+    fclose(f);
+    return n;
+}
+
+static bool is_pack(const char *path) {
+    size_t l = strlen(path);
+    return l > 5 && !strcmp(path + l - 5, ".pack");
+}
+
+/* Calls fn on each input of a pack; returns the number, or -1 if malformed. */
+static long each_in_pack(const char *path, void (*fn)(const uint8_t *, size_t, long, void *),
+                         void *arg) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         perror(path);
-        return 1;
+        return -1;
     }
-    static uint8_t buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof buf, f);
+    char magic[8];
+    long count = 0;
+    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, pack_magic, 8)) count = -1;
+    uint8_t len[4];
+    while (count >= 0 && fread(len, 1, 4, f) == 4) {
+        uint32_t n = (uint32_t)len[0] | (uint32_t)len[1] << 8 | (uint32_t)len[2] << 16 |
+                     (uint32_t)len[3] << 24;
+        if (n > sizeof buf || fread(buf, 1, n, f) != n) {
+            count = -1;
+            break;
+        }
+        fn(buf, n, count++, arg);
+    }
     fclose(f);
-    LLVMFuzzerTestOneInput(buf, n);
-    return 0;
+    if (count < 0) fprintf(stderr, "%s: not a pack\n", path);
+    return count;
 }
 
-static int run_path(const char *path, size_t *count) {
+static void run_one(const uint8_t *d, size_t n, long i, void *arg) {
+    (void)i, (void)arg;
+    LLVMFuzzerTestOneInput(d, n);
+}
+
+static void write_one(const uint8_t *d, size_t n, long i, void *arg) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/seed-%05ld", (const char *)arg, i);
+    FILE *f = fopen(p, "wb");
+    if (!f || fwrite(d, 1, n, f) != n) perror(p);
+    if (f) fclose(f);
+}
+
+/* Runs (or, with `out`, appends to a pack) every input under path. */
+static int walk(const char *path, size_t *count, FILE *out) {
     struct stat st;
     if (stat(path, &st)) {
         perror(path);
         return 1;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        (*count)++;
-        return run_file(path);
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        int rc = 0;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            char p[4096];
+            snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+            rc |= walk(p, count, out);
+        }
+        if (d) closedir(d);
+        return rc;
     }
-    DIR *d = opendir(path);
-    struct dirent *e;
-    int rc = 0;
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-        rc |= run_path(p, count);
+    if (!out && is_pack(path)) {
+        long n = each_in_pack(path, run_one, NULL);
+        if (n < 0) return 1;
+        *count += (size_t)n;
+        return 0;
     }
-    if (d) closedir(d);
-    return rc;
+    bool ok;
+    size_t n = read_all(path, buf, sizeof buf, &ok);
+    if (!ok) return 1;
+    (*count)++;
+    if (out) {
+        uint8_t len[4] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
+        fwrite(len, 1, 4, out);
+        fwrite(buf, 1, n, out);
+    } else {
+        LLVMFuzzerTestOneInput(buf, n);
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 3 && !strcmp(argv[1], "--pack")) {
+        FILE *out = fopen(argv[2], "wb");
+        if (!out) {
+            perror(argv[2]);
+            return 1;
+        }
+        fwrite(pack_magic, 1, 8, out);
+        size_t count = 0;
+        int rc = 0;
+        for (int i = 3; i < argc; i++) rc |= walk(argv[i], &count, out);
+        rc |= fclose(out) != 0;
+        printf("packed %zu inputs into %s\n", count, argv[2]);
+        return rc;
+    }
+    if (argc == 4 && !strcmp(argv[1], "--unpack")) {
+        mkdir(argv[3], 0777);
+        long n = each_in_pack(argv[2], write_one, argv[3]);
+        if (n < 0) return 1;
+        printf("unpacked %ld inputs into %s\n", n, argv[3]);
+        return 0;
+    }
     unsigned long long seed = 1, random_inputs = 0;
     size_t files = 0;
     int rc = 0;
@@ -531,20 +630,20 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
             seed = strtoull(argv[++i], NULL, 0);
         else
-            rc |= run_path(argv[i], &files);
+            rc |= walk(argv[i], &files, NULL);
     }
     /* Random programs: random bytes, biased towards small sizes by the decoder. */
-    static uint8_t buf[2048];
+    static uint8_t rbuf[2048];
     uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
     for (unsigned long long k = 0; k < random_inputs; k++) {
-        size_t n = 16 + (size_t)(x % (sizeof buf - 16));
+        size_t n = 16 + (size_t)(x % (sizeof rbuf - 16));
         for (size_t i = 0; i < n; i++) {
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            buf[i] = (uint8_t)(x >> 24);
+            rbuf[i] = (uint8_t)(x >> 24);
         }
-        LLVMFuzzerTestOneInput(buf, n);
+        LLVMFuzzerTestOneInput(rbuf, n);
     }
-    printf("fuzz_ebb: %zu files and %llu random inputs (seed %llu) passed\n", files, random_inputs,
+    printf("fuzz_ebb: %zu inputs and %llu random ones (seed %llu) passed\n", files, random_inputs,
            seed);
     return rc;
 }
