@@ -127,11 +127,14 @@ static EBB_COLD void reject(const char *what, void *p) {
         ebbi_fatal("%s: double free of %p (%u-byte size class)", what, p, ebbi_classes[cls].size);
     }
     struct ebb_span *s = ebbi_pm_span(a);
-    if (s && s->start == a && s->state == SPAN_FREE)
-        ebbi_fatal("%s: double free of %p (large block)", what, p);
-    if (s)
+    bool inside = s && a >= s->start && a < s->start + (s->npages << EBB_PAGE_SHIFT);
+    if (inside && s->state == SPAN_FREE)
+        ebbi_fatal("%s: double free of %p (large block, or a block whose pages are free already)",
+                   what, p);
+    if (inside)
         ebbi_fatal("%s: invalid pointer %p (inside a block, not its start)", what, p);
-    ebbi_fatal("%s: invalid pointer %p (not a block ebbmalloc handed out)", what, p);
+    ebbi_fatal("%s: invalid pointer %p (not a block ebbmalloc handed out, or one already freed "
+               "whose memory went back)", what, p);
 }
 
 void ebbi_free_slow(void *p) {

@@ -12,6 +12,8 @@
 
 struct ebb_central ebbi_central[EBB_NCLASS];
 
+#define TAIL_MIN_CLASS 8192 /* see "released tails" below */
+
 /* Per class, reciprocals that replace divisions on the object paths: an offset in a span
  * (< 2^18) times div_mul, shifted right by 40, is the object index, exactly; used times
  * bucket_mul, shifted by 32, is the fullness bucket. */
@@ -32,7 +34,7 @@ static unsigned bucket_of(const struct ebb_span *s) {
     return b >= EBB_BUCKETS ? EBB_BUCKETS - 1 : b;
 }
 
-static bool span_has_free(const struct ebb_span *s) { return s->freelist || s->bump < s->bump_end; }
+static bool span_has_free(const struct ebb_span *s) { return s->freelist != NULL; }
 
 /* Put s on the bucket matching its fullness, or on none when it has no free object. */
 static void rebucket(struct ebb_central *c, struct ebb_span *s) {
@@ -61,11 +63,19 @@ static struct ebb_span *new_span(unsigned cls) {
     s->cls = (uint8_t)cls;
     s->used = 0;
     s->objects = (uint32_t)ebbi_class_objects(cls);
-    s->freelist = NULL;
-    s->bump = (char *)s->start;
-    s->bump_end = (char *)s->start + (size_t)s->objects * ci->size;
+    s->end = (char *)s->start + (size_t)s->objects * ci->size;
     ebbi_pm_set_span(s);
     ebbi_unlock(&ebbi_ph_lock);
+    /* Every object on the free list, with the key, lowest address first. */
+    void *next = NULL;
+    for (char *o = s->end - ci->size; o >= (char *)s->start; o -= ci->size) {
+        uint64_t *w = (uint64_t *)o;
+        w[1] = ebbi_free_key;
+        if (ci->size >= TAIL_MIN_CLASS) w[2] = 0;
+        ebbi_set_next(o, next);
+        next = o;
+    }
+    s->freelist = next;
     return s;
 }
 
@@ -74,7 +84,6 @@ static struct ebb_span *new_span(unsigned cls) {
  * neighbours can give its pages back, all but the kernel page holding its first bytes
  * (the free-list link, the double-free key and this mark).  Done for classes that saw
  * no allocation since the previous release pass. */
-#define TAIL_MIN_CLASS 8192
 #define TAIL_MARK 0x6c696174ull /* in word 2 of a free object whose tail is released */
 
 static void tail_range(void *o, size_t size, uintptr_t *a, uintptr_t *b) {
@@ -153,18 +162,12 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
         }
         ebb_assert(s->state == SPAN_SMALL && s->cls == cls && s->used <= s->objects);
         while (got < n && span_has_free(s)) {
-            void *o;
-            if (s->freelist) {
-                o = s->freelist;
-                void *next = ebbi_next_checked(o);
-                if (unlikely(next && ((uintptr_t)next < s->start || (char *)next >= s->bump)))
-                    ebbi_corrupt_link(o); /* a span's free list stays inside the span */
-                s->freelist = next;
-                if (size >= TAIL_MIN_CLASS) tail_taken(c, o, size);
-            } else {
-                o = s->bump;
-                __atomic_store_n(&s->bump, s->bump + size, __ATOMIC_RELAXED);
-            }
+            void *o = s->freelist;
+            void *next = ebbi_next_checked(o);
+            if (unlikely(next && ((uintptr_t)next < s->start || (char *)next >= s->end)))
+                ebbi_corrupt_link(o); /* a span's free list stays inside the span */
+            s->freelist = next;
+            if (size >= TAIL_MIN_CLASS) tail_taken(c, o, size);
             ebbi_set_next(o, chain);
             chain = o;
             s->used++;
@@ -188,9 +191,7 @@ void ebbi_check_object(unsigned cls, void *o) {
         ebbi_fatal("free(): invalid pointer %p (no %u-byte block of ebbmalloc's there)", o,
                    ebbi_classes[cls].size);
     uint64_t off = a - s->start, idx = (off * div_mul[cls]) >> 40;
-    /* bump only grows, and o was below it when handed out: a stale value is fine */
-    char *bump = __atomic_load_n(&s->bump, __ATOMIC_RELAXED);
-    if (unlikely(idx * ebbi_classes[cls].size != off || (char *)o >= bump))
+    if (unlikely(idx * ebbi_classes[cls].size != off || (char *)o >= s->end))
         ebbi_fatal("free(): invalid pointer %p (inside a %u-byte block, not its start)", o,
                    ebbi_classes[cls].size);
 }

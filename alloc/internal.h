@@ -179,8 +179,9 @@ static inline void *ebbi_next_checked(void *obj) {
  *   SPAN_FREE      in the page heap; `released` says whether its pages were returned to
  *                  the kernel (then they read as zero) or may still be resident.
  *                  `free_since_ms` is when it was last freed or merged.
- *   SPAN_SMALL     cut into objects of class `cls`.  Invariant:
- *                    objects == used + |freelist| + (bump_end - bump) / size
+ *   SPAN_SMALL     cut into objects of class `cls`, all on the free list from the start
+ *                  (each with the double-free key, so freeing a slot never handed out is
+ *                  caught as a double free).  Invariant: objects == used + |freelist|,
  *                  where `used` counts objects outside this span's free list (in thread
  *                  caches, transfer caches, or with the program).  used == 0 sends the span
  *                  back to the page heap.
@@ -206,7 +207,7 @@ struct ebb_span {
     uint32_t used;
     uint32_t objects;
     void *freelist;
-    char *bump, *bump_end; /* uncarved objects: [bump, bump_end) never handed out yet */
+    char *end;             /* SMALL: end of the last object */
     uint64_t free_since_ms;
     size_t req_size;       /* LARGE/MAPPED: bytes the caller asked for (for stats) */
     size_t map_size;       /* MAPPED: length of the mapping */

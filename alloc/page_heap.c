@@ -166,7 +166,7 @@ static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct 
     s->released = released;
     s->free_since_ms = now;
     s->freelist = NULL;
-    s->bump = s->bump_end = NULL;
+    s->end = NULL;
     uintptr_t end = s->start + (s->npages << EBB_PAGE_SHIFT);
     struct ebb_span *prev = free_neighbour(s->start - EBB_PAGE, released);
     if (prev && prev->start + (prev->npages << EBB_PAGE_SHIFT) == s->start) {
