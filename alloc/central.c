@@ -196,10 +196,11 @@ void ebbi_check_object(unsigned cls, void *o) {
                    ebbi_classes[cls].size);
 }
 
-/* Return one object to its span.  Caller holds c->lock. */
+/* Return one object to its span.  Caller holds c->lock.  Every object reaching the
+ * central tier was checked with ebbi_check_object when it left its thread cache. */
 static void to_span(struct ebb_central *c, unsigned cls, void *o) {
-    ebbi_check_object(cls, o);
     struct ebb_span *s = ebbi_pm_span((uintptr_t)o);
+    ebb_assert(s && s->state == SPAN_SMALL && s->cls == cls);
     if (ebbi_classes[cls].size >= TAIL_MIN_CLASS) {
         ((uint64_t *)o)[2] = 0;
         s->tails_released = 0;

@@ -182,7 +182,10 @@ static struct ebb_tcache *tc_get(void) {
     return tc_create();
 }
 
+/* Every 8th slow-path call looks at the clock: scavenging and release are not due more
+ * often than every few hundred milliseconds. */
 static void tick(struct ebb_tcache *tc) {
+    if (++tc->ops_since_tick & 7) return;
     uint64_t now = ebbi_now_ms();
     if (now - tc->last_scavenge_ms >= SCAVENGE_MS) scavenge(tc, now);
     ebbi_release_tick();
