@@ -197,7 +197,7 @@ static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct 
  * EBB_TRIM_THRESHOLD); beyond that the oldest go back at once, whatever their age.  So a
  * churning process whose free holes the next requests cannot use does not grow its
  * resident set by a second's worth of churn. */
-#define FREE_RATIO 16
+#define FREE_RATIO 8
 #define FREE_FLOOR ((size_t)8 << 20)
 
 static void check_free_ratio(void) {

@@ -147,7 +147,7 @@ static void malloc_trim_drops_rss_now(void **st) {
     assert_int_equal(ebb_mallopt(M_TRIM_THRESHOLD, 0), 1);
 }
 
-/* Without a threshold, free resident pages stay below a sixteenth of the pages in use
+/* Without a threshold, free resident pages stay below an eighth of the pages in use
  * (at least 8 MiB, with a quarter of hysteresis): more is released at once, without
  * waiting for the timer. */
 static void free_pages_capped_by_pages_in_use(void **st) {
