@@ -15,13 +15,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-static size_t rss_bytes(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size, res;
-    int ok = fscanf(f, "%lu %lu", &size, &res);
-    fclose(f);
-    return ok == 2 ? res * (size_t)sysconf(_SC_PAGESIZE) : 0;
-}
+#include "testutil.h"
+
 
 static int threads_now(void) {
     FILE *f = fopen("/proc/self/status", "r");

@@ -16,23 +16,15 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "internal.h"
 
 /* ---------------------------------------------------------------- helpers */
-static size_t rss_bytes(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size, res;
-    int ok = fscanf(f, "%lu %lu", &size, &res);
-    fclose(f);
-    return ok == 2 ? res * (size_t)sysconf(_SC_PAGESIZE) : 0;
-}
 static uint64_t ms_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-static void touch(void *p, size_t n) {
-    for (size_t i = 0; i < n; i += 4096) ((volatile char *)p)[i] = 1;
 }
 
 /* ---------------------------------------------------------------- counting fake */

@@ -10,15 +10,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "ebbmalloc.h"
 
-static size_t rss_bytes(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size, res;
-    int ok = fscanf(f, "%lu %lu", &size, &res);
-    fclose(f);
-    return ok == 2 ? res * (size_t)sysconf(_SC_PAGESIZE) : 0;
-}
 
 static void over_the_soft_limit_releases_at_once(void **st) {
     (void)st;
