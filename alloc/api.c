@@ -227,9 +227,13 @@ EBB_EXPORT void *ebb_memalign(size_t align, size_t n) {
 }
 
 static size_t os_page(void) {
-    static size_t ps;
-    if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
-    return ps;
+    static size_t ps; /* the same value whichever thread stores it first */
+    size_t v = __atomic_load_n(&ps, __ATOMIC_RELAXED);
+    if (!v) {
+        v = (size_t)sysconf(_SC_PAGESIZE);
+        __atomic_store_n(&ps, v, __ATOMIC_RELAXED);
+    }
+    return v;
 }
 
 EBB_EXPORT void *ebb_valloc(size_t n) { return aligned(os_page(), n); }
