@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "testutil.h"
+#include "ebb_test_mem.h"
 
 
 static int threads_now(void) {

@@ -16,7 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "testutil.h"
+#include "ebb_test_mem.h"
 
 #include "internal.h"
 

@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "testutil.h"
+#include "ebb_test_mem.h"
 
 #include "ebbmalloc.h"
 

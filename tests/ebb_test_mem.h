@@ -1,6 +1,6 @@
 /* Small helpers shared by the tests: the kernel's view of this process's memory. */
-#ifndef EBB_TESTUTIL_H
-#define EBB_TESTUTIL_H
+#ifndef EBB_TEST_MEM_H
+#define EBB_TEST_MEM_H
 #include <stddef.h>
 #include <stdio.h>
 #include <unistd.h>
