@@ -27,8 +27,10 @@ EBB_EXPORT void *ebb_malloc(size_t n) {
         void *p = l->head;
         if (likely(p)) {
             void *next = ebbi_next(p);
-            /* An overwritten link decodes to an unaligned address (15 times in 16). */
-            if (unlikely((uintptr_t)next & (EBB_MIN_ALIGN - 1))) ebbi_corrupt_link(p);
+            /* A free block holds the key in its second word and an aligned link in its
+             * first: anything else means it was written after it was freed. */
+            if (unlikely(((uint64_t *)p)[1] != ebbi_free_key || ((uintptr_t)next & (EBB_MIN_ALIGN - 1))))
+                ebbi_corrupt_link(p);
             l->head = next;
             l->len--;
             ((uint64_t *)p)[1] = 0; /* no longer free: clear the double-free key */
@@ -76,7 +78,9 @@ void *ebbi_large_alloc(size_t n, size_t align, bool zero) {
     if (n > PTRDIFF_MAX) goto oom;
     ebbi_ensure_init();
     struct ebb_span *s;
-    if (n >= (size_t)ebbi_opt(EBB_OPT_MMAP_THRESHOLD)) {
+    /* Big requests, and alignments above a huge page (their padding is unmapped again),
+     * get a mapping of their own. */
+    if (n >= (size_t)ebbi_opt(EBB_OPT_MMAP_THRESHOLD) || align > ((size_t)2 << 20)) {
         s = ebbi_mapped_alloc(n, align);
     } else {
         size_t np = (n + EBB_PAGE - 1) >> EBB_PAGE_SHIFT;

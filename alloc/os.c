@@ -18,9 +18,10 @@
 
 extern char **environ;
 
+/* Without MAP_NORESERVE: the kernel's overcommit policy refuses what glibc's malloc would
+ * be refused (a request beyond RAM and swap under the default heuristic). */
 static void *os_map(size_t size) {
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 

@@ -193,6 +193,7 @@ static void tick(struct ebb_tcache *tc) {
 
 static inline void *pop_object(struct ebb_tc_list *l) {
     void *p = l->head;
+    if (unlikely(((uint64_t *)p)[1] != ebbi_free_key)) ebbi_corrupt_link(p);
     l->head = ebbi_next_checked(p);
     l->len--;
     ((uint64_t *)p)[1] = 0;

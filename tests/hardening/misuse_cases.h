@@ -79,9 +79,9 @@ static const struct misuse_case misuse_cases[] = {
     {"realloc_interior", "realloc(p + 8), 48-byte block", "realloc()", "invalid pointer",
      "48-byte", 0},
     {"corrupt_link_overflow", "freed block's link overwritten (overflow), then 2 mallocs",
-     "malloc()", "corrupted free list", "48-byte size class", 1},
+     "malloc()", "corrupted free list", "48-byte size class", 0},
     {"corrupt_link_bitflip", "one bit of a freed block's link flipped, then 2 mallocs",
-     "malloc()", "corrupted free list", "48-byte size class", 1},
+     "malloc()", "corrupted free list", "48-byte size class", 0},
 };
 #define MISUSE_NCASES (sizeof misuse_cases / sizeof misuse_cases[0])
 
