@@ -69,9 +69,6 @@ void ebbi_corrupt_link(void *obj) {
                obj, ebbi_classes[cls].size);
 }
 
-void ebbi_bad_pointer(const char *what, void *p, const char *why) {
-    ebbi_fatal("%s: %s %p", what, why, p);
-}
 
 /* ---------------------------------------------------------------- large blocks */
 void *ebbi_large_alloc(size_t n, size_t align, bool zero) {
@@ -85,7 +82,6 @@ void *ebbi_large_alloc(size_t n, size_t align, bool zero) {
     } else {
         size_t np = (n + EBB_PAGE - 1) >> EBB_PAGE_SHIFT;
         s = ebbi_page_alloc(np ? np : 1, align > EBB_PAGE ? align >> EBB_PAGE_SHIFT : 1);
-        if (s) s->req_size = n;
     }
     if (!s) goto oom;
     if (zero && !s->zeroed) memset((void *)s->start, 0, n);
@@ -96,8 +92,7 @@ oom:
     return NULL;
 }
 
-void ebbi_large_free(struct ebb_span *s, void *p) {
-    (void)p;
+void ebbi_large_free(struct ebb_span *s) {
     if (s->state == SPAN_MAPPED)
         ebbi_mapped_free(s);
     else
@@ -152,7 +147,7 @@ void ebbi_free_slow(void *p) {
     } else {
         struct ebb_span *s = large_span(p);
         if (!s) reject("free()", p);
-        ebbi_large_free(s, p);
+        ebbi_large_free(s);
     }
     errno = saved;
 }
@@ -279,7 +274,6 @@ EBB_EXPORT void *ebb_realloc(void *p, size_t n) {
             /* Shrink in place; give back the tail when it is a quarter or more. */
             size_t np = (n + EBB_PAGE - 1) >> EBB_PAGE_SHIFT;
             if (s->state == SPAN_LARGE && (s->npages - np) * 4 >= s->npages) ebbi_page_shrink(s, np);
-            s->req_size = n;
             return p;
         }
     }

@@ -209,7 +209,6 @@ struct ebb_span {
     void *freelist;
     char *end;             /* SMALL: end of the last object */
     uint64_t free_since_ms;
-    size_t req_size;       /* LARGE/MAPPED: bytes the caller asked for (for stats) */
     size_t map_size;       /* MAPPED: length of the mapping */
 };
 
@@ -258,7 +257,7 @@ bool ebbi_pm_ensure(uintptr_t start, size_t len); /* leaves exist; false if out 
 void ebbi_pm_set(uintptr_t page_addr, struct ebb_span *s, unsigned cls);
 void ebbi_pm_set_span(struct ebb_span *s); /* map the span's pages per its state */
 void ebbi_pm_clear_span(struct ebb_span *s);
-size_t ebbi_pm_bytes(void);
+size_t ebbi_pm_bytes(size_t mapped);
 void ebbi_pm_fork_prepare(void);
 void ebbi_pm_fork_parent(void);
 void ebbi_pm_fork_child(void);
@@ -401,8 +400,7 @@ void ebbi_thread_register(struct ebb_tcache *tc);
 
 /* ---------------------------------------------------------------- api.c */
 void *ebbi_large_alloc(size_t n, size_t align, bool zero);
-void ebbi_large_free(struct ebb_span *s, void *p);
-EBB_COLD void ebbi_bad_pointer(const char *what, void *p, const char *why);
+void ebbi_large_free(struct ebb_span *s);
 size_t ebbi_usable_size(void *p);
 
 #pragma GCC visibility pop

@@ -367,7 +367,6 @@ struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align) {
     s->state = SPAN_MAPPED;
     s->zeroed = 1;
     s->map_size = len;
-    s->req_size = size;
     ebbi_lock(&ebbi_ph_lock);
     ebbi_pm_set_span(s);
     ebbi_ph_stats.mapped += len;
@@ -394,10 +393,7 @@ void ebbi_mapped_free(struct ebb_span *s) {
  * tables, nothing is copied).  The page map follows. */
 bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
     size_t len = (size + EBB_PAGE - 1) & ~(EBB_PAGE - 1);
-    if (len == s->map_size) {
-        s->req_size = size;
-        return true;
-    }
+    if (len == s->map_size) return true;
     ebbi_lock(&ebbi_ph_lock);
     void *q = ebbi_os.remap((void *)s->start, s->map_size, len);
     if (!q || ((uintptr_t)q & (EBB_PAGE - 1)) || !ebbi_pm_ensure((uintptr_t)q, len)) {
@@ -414,7 +410,6 @@ bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
     s->start = (uintptr_t)q;
     s->npages = len >> EBB_PAGE_SHIFT;
     s->map_size = len;
-    s->req_size = size;
     ebbi_pm_set_span(s);
     size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
     if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;

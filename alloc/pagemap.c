@@ -58,11 +58,12 @@ void ebbi_pm_clear_span(struct ebb_span *s) {
     }
 }
 
-size_t ebbi_pm_bytes(void) {
-    /* Only the touched part of each leaf is resident: roughly one byte of class and one
-     * pointer per page in use.  Report the reservation's touched estimate. */
-    return sizeof ebbi_pm_root / 64 +
-           __atomic_load_n(&pm_leaves, __ATOMIC_RELAXED) * (sizeof(struct ebb_pm_leaf) / 64);
+/* Resident bytes of the page map, estimated: only touched parts of the leaves are in
+ * memory, about one class byte and one span pointer per page of `mapped`, plus a page
+ * of the root per leaf. */
+size_t ebbi_pm_bytes(size_t mapped) {
+    return (mapped >> EBB_PAGE_SHIFT) * (1 + sizeof(struct ebb_span *)) +
+           __atomic_load_n(&pm_leaves, __ATOMIC_RELAXED) * 4096;
 }
 
 void ebbi_pm_fork_prepare(void) { ebbi_lock(&pm_lock); }

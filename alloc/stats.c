@@ -70,8 +70,7 @@ EBB_EXPORT void ebb_stats(struct ebb_stats *st) {
     st->central = central - tails;
     st->page_free = ph.free_res;
     st->released = ph.released + tails;
-    /* Page map: the touched part of its leaves, about 9 bytes per page of memory. */
-    st->metadata = ebbi_meta_bytes() + (ph.mapped >> EBB_PAGE_SHIFT) * 9 + ebbi_pm_bytes() / 64;
+    st->metadata = ebbi_meta_bytes() + ebbi_pm_bytes(ph.mapped);
     st->resident = st->in_use + st->thread_cache + st->central + st->page_free + st->metadata;
     st->mapped = st->resident + st->released;
     st->peak_in_use = ph.peak_used > st->in_use ? ph.peak_used : st->in_use;
