@@ -42,12 +42,19 @@ EBB_EXPORT void *ebb_malloc(size_t n) {
 
 EBB_EXPORT void ebb_free(void *p) {
     uintptr_t a = (uintptr_t)p;
-    if (likely(!(a & BAD_ADDR_BITS))) {
-        struct ebb_pm_leaf *leaf = ebbi_pm_leaf(a);
+    size_t root = a >> EBB_PM_LEAF_SHIFT; /* out of range above 2^48 */
+    if (likely(root < (1u << EBB_PM_ROOT_BITS))) {
+        struct ebb_pm_leaf *leaf = ebbi_pm_root[root];
         if (likely(leaf)) {
-            struct ebb_tc_list *l = &ebbi_tc->lists[leaf->cls[ebbi_pm_slot(a)]];
-            /* Class 0 (not a small object) and a thread without a cache have max == 0. */
-            if (likely(l->len < l->max) && likely(((uint64_t *)p)[1] != ebbi_free_key)) {
+            size_t slot = ebbi_pm_slot(a);
+            size_t cls = leaf->cls[slot];
+            struct ebb_tc_list *l = &ebbi_tc->lists[cls];
+            /* Class 0 (not a small object) and a thread without a cache have max == 0.
+             * p must be where a block begins (which also makes it 16-aligned), and a
+             * block that is free already holds the key. */
+            uint64_t off = a - leaf->start[slot];
+            if (likely(l->len < l->max) && likely(ebbi_div_ok(l->div, off)) &&
+                likely(((uint64_t *)p)[1] != ebbi_free_key)) {
                 ((uint64_t *)p)[1] = ebbi_free_key;
                 ebbi_set_next(p, l->head);
                 l->head = p;
@@ -115,23 +122,45 @@ static unsigned small_class(void *p) {
     return leaf ? leaf->cls[ebbi_pm_slot(a)] : 0;
 }
 
+/* p, in a page of a class-cls span, is where one of its blocks begins. */
+static bool small_start(void *p, unsigned cls) {
+    uintptr_t a = (uintptr_t)p;
+    return ebbi_block_start(cls, a - ebbi_pm_leaf(a)->start[ebbi_pm_slot(a)]);
+}
+
+/* The span whose pages hold address a, or NULL.  The page map knows every page of a
+ * small-object span but only the first and last page of any other, so look back
+ * through the leaf for the nearest page it knows (a diagnostic: no lock, and span
+ * records are never unmapped, so a racing change gives a wrong answer, not a fault). */
+static struct ebb_span *span_around(uintptr_t a) {
+    if (a >> EBB_ADDR_BITS) return NULL;
+    struct ebb_pm_leaf *leaf = ebbi_pm_leaf(a);
+    if (!leaf) return NULL;
+    for (size_t i = ebbi_pm_slot(a) + 1; i-- > 0;) {
+        struct ebb_span *s = leaf->span[i];
+        if (!s) continue;
+        return a >= s->start && a < s->start + (s->npages << EBB_PAGE_SHIFT) ? s : NULL;
+    }
+    return NULL;
+}
+
+#define STALE_OR_INTERIOR "not its start: an interior pointer, or a block freed earlier whose memory was reused"
+
 /* Names the fault in p, which free() or realloc() could not accept, and stops. */
 static EBB_COLD void reject(const char *what, void *p) {
-    uintptr_t a = (uintptr_t)p;
     unsigned cls = small_class(p);
     if (cls) {
-        if (a & (EBB_MIN_ALIGN - 1))
-            ebbi_fatal("%s: invalid pointer %p (inside a %u-byte block, not its start)", what, p,
-                       ebbi_classes[cls].size);
+        if (!small_start(p, cls))
+            ebbi_fatal("%s: invalid pointer %p (inside a %u-byte block, " STALE_OR_INTERIOR ")", what,
+                       p, ebbi_classes[cls].size);
         ebbi_fatal("%s: double free of %p (%u-byte size class)", what, p, ebbi_classes[cls].size);
     }
-    struct ebb_span *s = ebbi_pm_span(a);
-    bool inside = s && a >= s->start && a < s->start + (s->npages << EBB_PAGE_SHIFT);
-    if (inside && s->state == SPAN_FREE)
+    struct ebb_span *s = span_around((uintptr_t)p);
+    if (s && s->state == SPAN_FREE)
         ebbi_fatal("%s: double free of %p (large block, or a block whose pages are free already)",
                    what, p);
-    if (inside)
-        ebbi_fatal("%s: invalid pointer %p (inside a block, not its start)", what, p);
+    if (s)
+        ebbi_fatal("%s: invalid pointer %p (inside a large block, " STALE_OR_INTERIOR ")", what, p);
     ebbi_fatal("%s: invalid pointer %p (not a block ebbmalloc handed out, or one already freed "
                "whose memory went back)", what, p);
 }
@@ -139,10 +168,9 @@ static EBB_COLD void reject(const char *what, void *p) {
 void ebbi_free_slow(void *p) {
     if (!p) return;
     int saved = errno;
-    uintptr_t a = (uintptr_t)p;
     unsigned cls = small_class(p);
     if (cls) {
-        if ((a & (EBB_MIN_ALIGN - 1)) || ((uint64_t *)p)[1] == ebbi_free_key) reject("free()", p);
+        if (!small_start(p, cls) || ((uint64_t *)p)[1] == ebbi_free_key) reject("free()", p);
         ebbi_tc_free_small(p, cls);
     } else {
         struct ebb_span *s = large_span(p);
@@ -258,8 +286,7 @@ EBB_EXPORT void *ebb_realloc(void *p, size_t n) {
     unsigned cls = small_class(p);
     size_t old;
     if (cls) {
-        if (((uintptr_t)p & (EBB_MIN_ALIGN - 1)) || ((uint64_t *)p)[1] == ebbi_free_key)
-            reject("realloc()", p);
+        if (!small_start(p, cls) || ((uint64_t *)p)[1] == ebbi_free_key) reject("realloc()", p);
         old = ebbi_classes[cls].size;
         if (n <= old && n > old / 2) return p;
     } else {

@@ -135,6 +135,14 @@ extern const struct ebb_class_info ebbi_classes[EBB_NCLASS];
  * the lines of the sizes it uses).  0 until ebbi_size_class_init() has run, which sends
  * the first malloc down the slow path where initialisation happens. */
 extern uint8_t ebbi_class_lut[(EBB_SMALL_MAX >> 4) + 1];
+/* ebbi_class_div[c] = 2^64 / size, rounded up: for an offset x < 2^32, x is a multiple of
+ * the class size exactly when x * ebbi_class_div[c] (mod 2^64) < ebbi_class_div[c].  0
+ * for class 0, so that nothing passes. */
+extern uint64_t ebbi_class_div[EBB_NCLASS];
+static inline bool ebbi_div_ok(uint64_t div, uint64_t off) { return off * div < div; }
+static inline bool ebbi_block_start(unsigned cls, uint64_t off) {
+    return ebbi_div_ok(ebbi_class_div[cls], off);
+}
 void ebbi_size_class_init(void);
 static inline size_t ebbi_class_index(size_t n) { return (n + 15) >> 4; }
 static inline unsigned ebbi_size_to_class(size_t n) { /* n <= EBB_SMALL_MAX */
@@ -239,6 +247,9 @@ void ebbi_meta_fork_child(void);
 struct ebb_pm_leaf {
     uint8_t cls[1 << EBB_PM_LEAF_BITS];
     struct ebb_span *span[1 << EBB_PM_LEAF_BITS];
+    /* span[i]->start, kept here so that free can find where the blocks of a page's span
+     * begin without touching the span record (valid where cls[i] != 0) */
+    uintptr_t start[1 << EBB_PM_LEAF_BITS];
 };
 extern struct ebb_pm_leaf *ebbi_pm_root[1 << EBB_PM_ROOT_BITS];
 static inline struct ebb_pm_leaf *ebbi_pm_leaf(uintptr_t a) {
@@ -329,7 +340,7 @@ void ebbi_central_fork_parent(void);
 void ebbi_central_fork_child(void);
 
 /* ---------------------------------------------------------------- thread_cache.c
- * The fast path reads only `head`, `len` and `max` of one list.  A list holds `len`
+ * The fast path reads only `head`, `len`, `max` and `div` of one list.  A list holds `len`
  * objects linked from `head`; len <= max always, and the thread's claimed budget is
  * sum(max * size) over its lists, so that the total of all thread caches never exceeds
  * EBB_THREAD_CACHE_MAX.  The static empty cache has max == 0 everywhere: its lists send
@@ -338,6 +349,8 @@ struct ebb_tc_list {
     void *head;
     uint32_t len;
     uint32_t max;
+    uint64_t div;  /* ebbi_class_div of the list's class, where free finds it at no cost */
+    uint64_t pad;  /* 32 bytes: a shift indexes the lists */
 };
 struct ebb_tc_slow {      /* fields only the slow paths read */
     uint32_t active;      /* the slow path saw this list since the last scavenge */

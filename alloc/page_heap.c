@@ -301,11 +301,10 @@ struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages) {
         if (s) {
             struct ebb_span *lru_pos = s->released ? NULL : LRU_PREV(s);
             set_remove(s);
-            uintptr_t a = s->start;
-            if (align_pages > 1) {
-                size_t al = align_pages << EBB_PAGE_SHIFT;
-                a = (a + al - 1) & ~(al - 1);
-            }
+            /* The top end of s: the start of a block freed here stays free for longer
+             * (unless the same size comes back), so that a second free of it is seen. */
+            uintptr_t a = s->start + ((s->npages - npages) << EBB_PAGE_SHIFT);
+            if (align_pages > 1) a &= ~((align_pages << EBB_PAGE_SHIFT) - 1);
             struct ebb_span *r = carve(s, a, npages, lru_pos);
             if (!r) { /* out of memory for a record: put s back whole */
                 s->state = SPAN_FREE;

@@ -33,6 +33,7 @@ void ebbi_pm_set(uintptr_t page_addr, struct ebb_span *s, unsigned cls) {
     ebb_assert(l);
     size_t i = ebbi_pm_slot(page_addr);
     l->span[i] = s;
+    l->start[i] = s ? s->start : 0;
     __atomic_store_n(&l->cls[i], (uint8_t)cls, __ATOMIC_RELEASE);
 }
 
@@ -59,10 +60,10 @@ void ebbi_pm_clear_span(struct ebb_span *s) {
 }
 
 /* Resident bytes of the page map, estimated: only touched parts of the leaves are in
- * memory, about one class byte and one span pointer per page of `mapped`, plus a page
- * of the root per leaf. */
+ * memory, about one class byte, one span pointer and one start per page of `mapped`,
+ * plus a page of the root per leaf. */
 size_t ebbi_pm_bytes(size_t mapped) {
-    return (mapped >> EBB_PAGE_SHIFT) * (1 + sizeof(struct ebb_span *)) +
+    return (mapped >> EBB_PAGE_SHIFT) * (1 + sizeof(struct ebb_span *) + sizeof(uintptr_t)) +
            __atomic_load_n(&pm_leaves, __ATOMIC_RELAXED) * 4096;
 }
 

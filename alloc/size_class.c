@@ -116,7 +116,10 @@ uint8_t ebbi_class_lut[(EBB_SMALL_MAX >> 4) + 1];
 /* Fills the size -> class table: for each index, the smallest class that holds every size
  * mapping to it.  Until this runs the table is all zeros (class 0), and class 0's thread
  * cache list is always empty, so the first malloc takes the slow path and initialises. */
+uint64_t ebbi_class_div[EBB_NCLASS];
+
 void ebbi_size_class_init(void) {
+    for (unsigned c = 1; c < EBB_NCLASS; c++) ebbi_class_div[c] = UINT64_MAX / ebbi_classes[c].size + 1;
     unsigned cls = 1;
     for (size_t n = 0; n <= EBB_SMALL_MAX; n += 16) {
         while (ebbi_classes[cls].size < n) cls++;

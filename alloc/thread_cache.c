@@ -120,6 +120,7 @@ static struct ebb_tcache *tc_create(void) {
     if (!tc) tc = ebbi_meta_alloc(sizeof *tc);
     if (!tc) return NULL;
     memset(tc, 0, sizeof *tc);
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++) tc->lists[cls].div = ebbi_class_div[cls];
     tc->real = true;
     tc->last_scavenge_ms = ebbi_now_ms();
     ebbi_lock(&tc_list_lock);
