@@ -156,7 +156,7 @@ static EBB_COLD void reject(const char *what, void *p) {
         ebbi_fatal("%s: double free of %p (%u-byte size class)", what, p, ebbi_classes[cls].size);
     }
     struct ebb_span *s = span_around((uintptr_t)p);
-    if (s && s->state == SPAN_FREE)
+    if (s && (s->state == SPAN_FREE || s->state == SPAN_RELEASING))
         ebbi_fatal("%s: double free of %p (large block, or a block whose pages are free already)",
                    what, p);
     if (s)

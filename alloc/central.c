@@ -197,7 +197,7 @@ void ebbi_check_object(unsigned cls, void *o) {
 }
 
 /* Return one object to its span.  Caller holds c->lock.  Every object reaching the
- * central tier was checked with ebbi_check_object when it left its thread cache. */
+ * central tier was checked when it was freed (see release_objects). */
 static void to_span(struct ebb_central *c, unsigned cls, void *o) {
     struct ebb_span *s = ebbi_pm_span((uintptr_t)o);
     ebb_assert(s && s->state == SPAN_SMALL && s->cls == cls);

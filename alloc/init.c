@@ -49,6 +49,7 @@ static void fork_child(void) {
     ebbi_meta_fork_child();
     ebbi_pm_fork_child();
     ebbi_lock_reset(&ebbi_ph_lock);
+    ebbi_page_fork_child();
     ebbi_central_fork_child();
     ebbi_tc_fork_child();
     ebbi_release_fork_child();

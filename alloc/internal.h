@@ -195,10 +195,12 @@ static inline void *ebbi_next_checked(void *obj) {
  *                  back to the page heap.
  *   SPAN_LARGE     one allocation of npages pages (a request above 256 KiB or an aligned one).
  *   SPAN_MAPPED    one allocation with its own mapping, returned with munmap.
+ *   SPAN_RELEASING free pages cut out for release, on no list until their madvise (run
+ *                  without the page heap lock) is done; counted as released already.
  *
  * The page map knows every page of a SMALL span and the first and last page of the
  * others, so that free() finds any object's span and the page heap finds neighbours. */
-enum ebb_span_state { SPAN_FREE = 1, SPAN_SMALL, SPAN_LARGE, SPAN_MAPPED };
+enum ebb_span_state { SPAN_FREE = 1, SPAN_SMALL, SPAN_LARGE, SPAN_MAPPED, SPAN_RELEASING };
 
 struct ebb_span {
     uintptr_t start;
@@ -212,6 +214,7 @@ struct ebb_span {
     uint8_t bucket;    /* SMALL: which fullness list of the central tier it is on */
     uint8_t on_list;
     uint8_t tails_released; /* SMALL, big class: every free object's tail pages released */
+    uint8_t in_flight;      /* RELEASING: a thread is in madvise for it now */
     uint32_t used;
     uint32_t objects;
     void *freelist;
@@ -290,6 +293,10 @@ struct ebb_span *ebbi_page_alloc(size_t npages, size_t align_pages); /* locks it
 void ebbi_page_free(struct ebb_span *s);
 struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages);
 void ebbi_page_free_locked(struct ebb_span *s);
+#define EBB_FREE_RATIO 8                  /* see check_free_ratio in page_heap.c */
+#define EBB_FREE_FLOOR ((size_t)32 << 20)
+void ebbi_page_release_finish(void); /* the madvise of releases, after the lock is dropped */
+void ebbi_page_fork_child(void);
 bool ebbi_page_shrink(struct ebb_span *s, size_t npages); /* LARGE: give back the tail */
 struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align);
 void ebbi_mapped_free(struct ebb_span *s);
@@ -363,6 +370,7 @@ struct ebb_tcache {
     uint64_t last_scavenge_ms;
     uint32_t ops_since_tick;
     bool real;                /* false only for the static empty cache */
+    bool starved;             /* a list could not grow for want of share since the last tick */
     struct ebb_tcache *prev, *next; /* all real caches, under ebbi_tc_list_lock */
     struct ebb_tcache *free_next;
 };

@@ -22,6 +22,9 @@ struct free_set {
 };
 
 ebb_lock_t ebbi_ph_lock;
+/* SPAN_RELEASING spans (see ebbi_page_release_finish); how many are not in flight. */
+static struct ebb_span_list releasing;
+static size_t releasing_waiting;
 struct ebb_page_heap_stats ebbi_ph_stats;
 static struct free_set set_resident, set_released;
 /* Age list of resident free spans, oldest at the head.  Invariant: free_since_ms never
@@ -193,17 +196,18 @@ static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct 
     set_insert(s, lru_after);
 }
 
-/* Resident free pages may be at most 1/FREE_RATIO of the pages in use (and at least
- * EBB_TRIM_THRESHOLD); beyond that the oldest go back at once, whatever their age.  So a
- * churning process whose free holes the next requests cannot use does not grow its
- * resident set by a second's worth of churn. */
-#define FREE_RATIO 8
-#define FREE_FLOOR ((size_t)8 << 20)
+/* Resident free pages may be at most 1/EBB_FREE_RATIO of the pages in use, and at least
+ * EBB_FREE_FLOOR (or EBB_TRIM_THRESHOLD if larger); beyond that the oldest go back at once,
+ * whatever their age.  So a burst of frees whose holes the next requests cannot use
+ * does not stay resident until the timer.  The floor is generous because pages released
+ * here are often faulted in again a moment later: on the arena-creep benchmark (2 CPUs)
+ * a floor of 8 MiB made the load phase 1.11x glibc's time, 32 MiB 0.99x, with the same
+ * peak RSS (the timer in release.c, not this cap, brings an idle process down). */
 
 static void check_free_ratio(void) {
     size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
-    size_t cap = used / FREE_RATIO;
-    size_t floor = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) > FREE_FLOOR ? (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) : FREE_FLOOR;
+    size_t cap = used / EBB_FREE_RATIO;
+    size_t floor = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) > EBB_FREE_FLOOR ? (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) : EBB_FREE_FLOOR;
     if (cap < floor) cap = floor;
     if (ebbi_ph_stats.free_res > cap + cap / 4) /* hysteresis: release in chunks */
         ebbi_page_release_locked(UINT64_MAX, ebbi_ph_stats.free_res - cap);
@@ -221,6 +225,7 @@ void ebbi_page_free(struct ebb_span *s) {
     ebbi_lock(&ebbi_ph_lock);
     ebbi_page_free_locked(s);
     ebbi_unlock(&ebbi_ph_lock);
+    ebbi_page_release_finish();
 }
 
 /* ---------------------------------------------------------------- allocate */
@@ -438,11 +443,63 @@ static size_t release_span(struct ebb_span *s, bool small_too) {
         set_insert(s, lru_prev);
         return 0;
     }
-    ebbi_os.release((void *)a, b - a);
+    /* The madvise runs after the lock is dropped (ebbi_page_release_finish): meanwhile
+     * the span is on no free list, its neighbours see a state they do not merge with,
+     * and it counts as released already. */
+    mid->state = SPAN_RELEASING;
+    mid->released = 1;
+    mid->in_flight = 0;
+    ebbi_pm_set_span(mid);
+    ebbi_ph_stats.released += b - a;
     ebbi_ph_stats.release_calls++;
     ebbi_ph_stats.released_total += b - a;
-    insert_free(mid, true, 0, AT_TAIL);
+    ebbi_span_list_push(&releasing, mid);
+    __atomic_store_n(&releasing_waiting, releasing_waiting + 1, __ATOMIC_RELAXED);
     return b - a;
+}
+
+/* Back into the released set, once its pages went back. */
+static void release_done(struct ebb_span *s) {
+    ebbi_span_list_remove(&releasing, s);
+    ebbi_ph_stats.released -= s->npages << EBB_PAGE_SHIFT;
+    insert_free(s, true, 0, AT_TAIL);
+}
+
+/* Returns to the kernel the spans cut out for release, without holding the page heap
+ * lock, so that threads needing the page heap meanwhile do not wait for the system
+ * calls.  Called after dropping the lock wherever a release may have happened; several
+ * threads may be at it at once, each with the spans it took. */
+void ebbi_page_release_finish(void) {
+    if (!__atomic_load_n(&releasing_waiting, __ATOMIC_RELAXED)) return;
+    struct ebb_span *mine = NULL;
+    ebbi_lock(&ebbi_ph_lock);
+    for (struct ebb_span *s = releasing.head; s; s = s->next) {
+        if (s->in_flight) continue;
+        s->in_flight = 1;
+        s->lru_next = mine; /* lru links are unused while releasing */
+        mine = s;
+    }
+    __atomic_store_n(&releasing_waiting, 0, __ATOMIC_RELAXED);
+    ebbi_unlock(&ebbi_ph_lock);
+    for (struct ebb_span *s = mine; s; s = s->lru_next)
+        ebbi_os.release((void *)s->start, s->npages << EBB_PAGE_SHIFT);
+    ebbi_lock(&ebbi_ph_lock);
+    for (struct ebb_span *s = mine, *next; s; s = next) {
+        next = s->lru_next;
+        release_done(s);
+    }
+    ebbi_unlock(&ebbi_ph_lock);
+}
+
+/* In a child of fork, the threads that had spans in flight are gone: release them here
+ * (they must read as zero once they count as released). */
+void ebbi_page_fork_child(void) {
+    while (releasing.head) {
+        struct ebb_span *s = releasing.head;
+        ebbi_os.release((void *)s->start, s->npages << EBB_PAGE_SHIFT);
+        release_done(s);
+    }
+    releasing_waiting = 0;
 }
 
 size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal) {
@@ -509,6 +566,7 @@ const char *ebbi_page_heap_verify(void) {
         lru += s->npages << EBB_PAGE_SHIFT;
     }
     if (!err && res != ebbi_ph_stats.free_res) err = "free_res counter differs from the lists";
+    for (struct ebb_span *s = releasing.head; s; s = s->next) rel += s->npages << EBB_PAGE_SHIFT;
     if (!err && rel != ebbi_ph_stats.released) err = "released counter differs from the lists";
     if (!err && lru != res) err = "age list differs from the resident free lists";
     ebbi_unlock(&ebbi_ph_lock);

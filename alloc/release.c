@@ -173,6 +173,7 @@ static void release_pass(uint64_t now, bool everything) {
     else if (ebbi_page_oldest_free_ms() <= cutoff)
         ebbi_page_release_locked(cutoff ? cutoff : 1, SIZE_MAX);
     ebbi_unlock(&ebbi_ph_lock);
+    ebbi_page_release_finish();
     if (EBB_DEBUG) { /* the whole page heap, checked at every pass of a debug build */
         const char *err = ebbi_page_heap_verify();
         if (err) ebbi_fatal("internal check failed: page heap: %s", err);
@@ -252,6 +253,7 @@ size_t ebbi_release_all(void) {
     ebbi_lock(&ebbi_ph_lock);
     size_t r = ebbi_page_release_locked(0, SIZE_MAX);
     ebbi_unlock(&ebbi_ph_lock);
+    ebbi_page_release_finish();
     return r + tails;
 }
 

@@ -28,6 +28,9 @@ static ebb_lock_t tc_list_lock; /* the list of caches, the free records, the bud
 static struct ebb_tcache *tc_all, *tc_free;
 static size_t tc_threads;
 static _Atomic int64_t budget_left; /* bytes not claimed by any thread */
+/* A thread's fair part of the budget: EBB_THREAD_CACHE_MAX over the threads with a
+ * cache, at most EBB_THREAD_CACHE_ONE.  Written under tc_list_lock, read anywhere. */
+static _Atomic size_t tc_share;
 static pthread_key_t tc_key;
 
 static inline size_t csize(unsigned cls) { return ebbi_classes[cls].size; }
@@ -54,8 +57,25 @@ void ebbi_tc_init(void) {
 }
 
 /* ---------------------------------------------------------------- budget */
-static bool claim(struct ebb_tcache *tc, size_t bytes) {
-    if (tc->claimed + bytes > (size_t)ebbi_opt(EBB_OPT_THREAD_CACHE_ONE)) return false;
+/* Called with tc_list_lock held, after tc_threads changed. */
+static void update_share(void) {
+    size_t total = (size_t)ebbi_opt(EBB_OPT_THREAD_CACHE_MAX), one = (size_t)ebbi_opt(EBB_OPT_THREAD_CACHE_ONE);
+    size_t share = total / (tc_threads ? tc_threads : 1);
+    atomic_store_explicit(&tc_share, share < one ? share : one, memory_order_relaxed);
+}
+
+static size_t share(void) { return atomic_load_explicit(&tc_share, memory_order_relaxed); }
+
+/* Room for `bytes` more in a list that has room for `room` bytes now.  A list may take
+ * an eighth of the thread's share at most (but always one object), so that a few lists
+ * of big blocks, whose hits save little, do not take the room of many small ones. */
+static bool claim(struct ebb_tcache *tc, size_t bytes, size_t room) {
+    size_t sh = share();
+    if (room && room + bytes > sh / 8) return false;
+    if (tc->claimed + bytes > sh) {
+        tc->starved = true; /* see rebalance() */
+        return false;
+    }
     int64_t left = atomic_load_explicit(&budget_left, memory_order_relaxed);
     do {
         if (left < (int64_t)bytes) return false;
@@ -70,19 +90,15 @@ static void unclaim(struct ebb_tcache *tc, size_t bytes) {
 }
 
 /* ---------------------------------------------------------------- moving objects */
-/* Give the first n objects of a list to the central tier.  Each is checked on its way:
- * the free fast path does not look at where in its block a pointer points, so an
- * interior pointer is stopped here, before another thread can be handed it. */
+/* Give the first n objects of a list to the central tier.  Every object on a list was
+ * checked when it was freed (class from the page map, the start of a block, not free
+ * already); the links between them are checked on the way. */
 static void release_objects(struct ebb_tc_list *l, unsigned cls, uint32_t n) {
     const uint32_t batch = ebbi_classes[cls].batch;
     while (n) {
         uint32_t k = n < batch ? n : batch;
         void *head = l->head, *last = head;
-        ebbi_check_object(cls, head);
-        for (uint32_t i = 1; i < k; i++) {
-            last = ebbi_next_checked(last);
-            ebbi_check_object(cls, last);
-        }
+        for (uint32_t i = 1; i < k; i++) last = ebbi_next_checked(last);
         l->head = ebbi_next_checked(last);
         ebbi_set_next(last, NULL);
         l->len -= k;
@@ -99,6 +115,30 @@ static void shrink_list(struct ebb_tcache *tc, unsigned cls, uint32_t new_max) {
         unclaim(tc, (size_t)(l->max - new_max) * csize(cls));
         l->max = new_max;
     }
+}
+
+/* A thread over its share (threads were added since it grew) gives back room, the
+ * biggest blocks first: they buy the fewest hits per byte.  Each list keeps half. */
+static void fit_share(struct ebb_tcache *tc) {
+    size_t target = share() - share() / 8;
+    for (unsigned cls = EBB_NCLASS - 1; cls > 0 && tc->claimed > target; cls--) {
+        struct ebb_tc_list *l = &tc->lists[cls];
+        if (l->max) shrink_list(tc, cls, l->max / 2);
+    }
+}
+
+/* A list could not grow because the thread's share is full: the list with the most
+ * room in bytes gives half of it back.  Repeated, this moves room from lists of big
+ * blocks to lists of small ones, which get many more hits for the same bytes. */
+static void rebalance(struct ebb_tcache *tc) {
+    tc->starved = false;
+    unsigned best = 0;
+    size_t best_room = share() / 32;
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+        size_t room = (size_t)tc->lists[cls].max * csize(cls);
+        if (room > best_room) best = cls, best_room = room;
+    }
+    if (best) shrink_list(tc, best, tc->lists[best].max / 2);
 }
 
 static void scavenge(struct ebb_tcache *tc, uint64_t now) {
@@ -128,6 +168,7 @@ static struct ebb_tcache *tc_create(void) {
     if (tc_all) tc_all->prev = tc;
     tc_all = tc;
     tc_threads++;
+    update_share();
     ebbi_unlock(&tc_list_lock);
     ebbi_tc = tc;
     /* May allocate (for keys past the first 32): ebbi_tc is already set. */
@@ -145,6 +186,7 @@ static void tc_destroy(struct ebb_tcache *tc) {
     if (tc->prev) tc->prev->next = tc->next; else tc_all = tc->next;
     if (tc->next) tc->next->prev = tc->prev;
     tc_threads--;
+    update_share();
     tc->real = false;
     tc->free_next = tc_free;
     tc_free = tc;
@@ -187,6 +229,8 @@ static struct ebb_tcache *tc_get(void) {
  * often than every few hundred milliseconds. */
 static void tick(struct ebb_tcache *tc) {
     if (++tc->ops_since_tick & 7) return;
+    if (tc->claimed > share()) fit_share(tc);
+    else if (tc->starved) rebalance(tc);
     uint64_t now = ebbi_now_ms();
     if (now - tc->last_scavenge_ms >= SCAVENGE_MS) scavenge(tc, now);
     ebbi_release_tick();
@@ -219,7 +263,7 @@ void *ebbi_malloc_slow(size_t n) {
     tc->slow[cls].active = 1;
     const uint32_t batch = ebbi_classes[cls].batch;
     uint32_t grow = l->max < batch ? 1 : batch;
-    if (l->max + grow <= MAX_LEN && claim(tc, grow * csize(cls))) l->max += grow;
+    if (l->max + grow <= MAX_LEN && claim(tc, grow * csize(cls), l->max * csize(cls))) l->max += grow;
     uint32_t want = l->max < batch ? l->max : batch;
     if (!want) want = 1; /* no budget: serve the one object without caching more */
     void *head;
@@ -251,7 +295,7 @@ void ebbi_tc_free_small(void *p, unsigned cls) {
     sl->active = 1;
     const uint32_t batch = ebbi_classes[cls].batch;
     if (l->max < batch) {
-        if (claim(tc, csize(cls))) l->max++;
+        if (claim(tc, csize(cls), l->max * csize(cls))) l->max++;
     } else if (++sl->overflows > MAX_OVERFLOWS) {
         sl->overflows = 0;
         shrink_list(tc, cls, l->max - batch);

@@ -184,6 +184,14 @@ static void handle_line(struct ctx *c, char *line)
             if (c->live > r->peak_live)
                 r->peak_live = c->live;
         }
+    } else if (strcmp(cmd, "live-peak") == 0) {
+        char *v = strtok_r(NULL, " ", &save);
+        if (v) {
+            long long b = strtoll(v, NULL, 10);
+            r->has_live = true;
+            if (b > 0 && (uint64_t)b > r->peak_live)
+                r->peak_live = (uint64_t)b;
+        }
     } else if (strcmp(cmd, "phase") == 0) {
         char *name = strtok_r(NULL, " ", &save);
         if (!name)

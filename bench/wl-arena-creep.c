@@ -119,6 +119,32 @@ static size_t pick_size(struct wl_rng *r)
     return 96 * 1024 + (size_t)((y >> 8) % (544 * 1024)); /* 96 KiB .. 640 KiB */
 }
 
+/* Peak live bytes, exact to +-1 MiB.  Live bytes swing by tens of MiB between the
+ * reporter's 20 ms samples, so the sampled maximum understates the peak (while the
+ * kernel's maxrss is exact).  Each thread adds its changes into one global count in
+ * steps of at most LIVE_STEP bytes (16 threads x 64 KiB of error at most), which
+ * keeps the shared cache line out of most operations, and the global count's
+ * maximum is kept. */
+#define LIVE_STEP (64 * 1024)
+static _Atomic int64_t live_global, live_peak;
+static __thread int64_t live_pending;
+
+static void live_flush(void)
+{
+    int64_t v = atomic_fetch_add_explicit(&live_global, live_pending, memory_order_relaxed) + live_pending;
+    live_pending = 0;
+    int64_t p = atomic_load_explicit(&live_peak, memory_order_relaxed);
+    while (v > p && !atomic_compare_exchange_weak(&live_peak, &p, v)) {
+    }
+}
+
+static void live_add(int64_t d)
+{
+    live_pending += d;
+    if (live_pending >= LIVE_STEP || live_pending <= -LIVE_STEP)
+        live_flush();
+}
+
 static void *alloc_block(struct slot *s, size_t size, unsigned char fill)
 {
     void *p = malloc(size);
@@ -128,6 +154,7 @@ static void *alloc_block(struct slot *s, size_t size, unsigned char fill)
     }
     memset(p, fill, size); /* every allocated byte written */
     atomic_fetch_add_explicit(&s->live, (int64_t)size, memory_order_relaxed);
+    live_add((int64_t)size);
     return p;
 }
 
@@ -137,6 +164,7 @@ static void free_block(struct slot *s, struct block *b)
         return;
     free(b->p);
     atomic_fetch_sub_explicit(&s->live, (int64_t)b->size, memory_order_relaxed);
+    live_add(-(int64_t)b->size);
     b->p = NULL;
     b->size = 0;
 }
@@ -251,6 +279,7 @@ static void park(struct slot *s)
     }
     for (uint32_t i = 0; i < s->n_cur; i++)
         free_block(s, &s->ws[i]);
+    live_flush();
 
     pthread_mutex_lock(&ctl.mu);
     s->state = SLOT_PARKED;
@@ -313,6 +342,7 @@ static void *handler(void *arg)
         done++;
     }
 
+    live_flush();
     if (s->ops >= P.ops_per_slot) {
         park(s);
         return NULL;
@@ -477,6 +507,7 @@ int main(int argc, char **argv)
         kept += slots[i].kept;
     }
     wl_say("live %llu %lld", (unsigned long long)wl_ms(), (long long)live_now());
+    wl_say("live-peak %lld", (long long)atomic_load(&live_peak));
     wl_say("phase drop %llu", (unsigned long long)wl_ms());
     wl_say("result load %llu %llu", (unsigned long long)ops, (unsigned long long)(t1 - t0));
     wl_say("note threads=%llu sent=%llu received=%llu kept=%llu keep_bytes=%llu",

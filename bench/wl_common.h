@@ -8,6 +8,7 @@
  *                              then waits for one byte on stdin before it starts
  *   malloc-from PATH           the object that provides the malloc this program calls
  *   live MS BYTES              bytes the workload itself holds right now
+ *   live-peak BYTES            the most bytes it held at any moment (if it tracks that)
  *   phase NAME MS              load-start, drop (live fell to the small kept set), end
  *   result NAME OPS NS         a timed section: operations done and nanoseconds taken
  *   note TEXT                  free text, shown by the driver with -v

@@ -140,24 +140,26 @@ static void malloc_trim_drops_rss_now(void **st) {
 }
 
 /* Without a threshold, free resident pages stay below an eighth of the pages in use
- * (at least 8 MiB, with a quarter of hysteresis): more is released at once, without
- * waiting for the timer. */
+ * (at least EBB_FREE_FLOOR, with a quarter of hysteresis): more is released at once,
+ * without waiting for the timer. */
 static void free_pages_capped_by_pages_in_use(void **st) {
     (void)st;
     int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
     ebbi_options_set(EBB_OPT_RELEASE_MS, 3600 * 1000);
     ebb_malloc_trim(0);
-    enum { N = 128 };
+    enum { N = 2 * (EBB_FREE_FLOOR >> 20) + 64 };
     void *p[N];
     for (int i = 0; i < N; i++) {
         p[i] = ebb_malloc(1 << 20);
         touch(p[i], 1 << 20);
     }
-    for (int i = 0; i < N; i += 2) ebb_free(p[i]); /* 64 MiB free, 64 MiB in use */
+    for (int i = 0; i < N; i += 2) ebb_free(p[i]); /* N/2 MiB free, N/2 MiB in use */
     struct ebb_stats s;
     ebb_stats(&s);
-    assert_true(s.page_free <= (8u << 20) * 5 / 4 + (1 << 20));
-    assert_true(s.released_total >= 50u << 20);
+    size_t cap = (size_t)(N / 2) << 20 >> 3;
+    if (cap < EBB_FREE_FLOOR) cap = EBB_FREE_FLOOR;
+    assert_true(s.page_free <= cap * 5 / 4 + (1 << 20));
+    assert_true(s.released_total >= ((size_t)(N / 2) << 20) - cap * 5 / 4 - (2 << 20));
     for (int i = 1; i < N; i += 2) ebb_free(p[i]);
     ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
 }
