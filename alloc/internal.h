@@ -65,7 +65,9 @@ struct ebb_os_hooks {
     void *(*map)(size_t size);                 /* fresh zeroed read-write memory */
     void (*unmap)(void *p, size_t size);
     int (*release)(void *p, size_t size);      /* MADV_DONTNEED: drop the pages */
-    void *(*remap)(void *p, size_t old_size, size_t new_size); /* may move; NULL: failed */
+    /* Resize a mapping in place (to == NULL) or move it onto the mapping at `to`, which
+     * it replaces.  NULL: failed, p untouched. */
+    void *(*remap)(void *p, size_t old_size, size_t new_size, void *to);
 };
 extern struct ebb_os_hooks ebbi_os;
 void *ebbi_os_map_aligned(size_t size, size_t align);
@@ -294,7 +296,7 @@ void ebbi_page_free(struct ebb_span *s);
 struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages);
 void ebbi_page_free_locked(struct ebb_span *s);
 #define EBB_FREE_RATIO 8                  /* see check_free_ratio in page_heap.c */
-#define EBB_FREE_FLOOR ((size_t)32 << 20)
+#define EBB_FREE_FLOOR ((size_t)64 << 20) /* ... at most 1/16 of a cgroup limit */
 void ebbi_page_release_finish(void); /* the madvise of releases, after the lock is dropped */
 void ebbi_page_fork_child(void);
 bool ebbi_page_shrink(struct ebb_span *s, size_t npages); /* LARGE: give back the tail */
@@ -371,6 +373,12 @@ struct ebb_tcache {
     uint32_t ops_since_tick;
     bool real;                /* false only for the static empty cache */
     bool starved;             /* a list could not grow for want of share since the last tick */
+    bool busy;                /* the owner is in a slow path working on its lists */
+    bool detached;            /* emptied by idle_detach while its thread slept; not on tc_all */
+    int tid;                  /* the owner thread */
+    struct ebb_tcache **tls_slot;   /* the owner's ebbi_tc */
+    uint64_t seen_runtime_ns, idle_since_ms; /* the owner's CPU time when last looked at */
+    uint64_t last_tick_ms;    /* the owner's slow path last looked at the clock */
     struct ebb_tcache *prev, *next; /* all real caches, under ebbi_tc_list_lock */
     struct ebb_tcache *free_next;
 };
@@ -382,6 +390,8 @@ void ebbi_tc_free_small(void *p, unsigned cls);
 void ebbi_tc_flush_self(void);          /* return the caller's whole cache */
 void ebbi_tc_thread_exit(void *arg);    /* pthread key destructor */
 size_t ebbi_tc_cached_bytes(size_t *threads);
+size_t ebbi_tc_drain_idle(bool all);    /* empty the caches of threads that sleep */
+uint64_t ebbi_tc_idle_emptied(void);
 void ebbi_tc_fork_prepare(void);
 void ebbi_tc_fork_parent(void);
 void ebbi_tc_fork_child(void);

@@ -33,8 +33,9 @@ static int os_release(void *p, size_t size) {
     return madvise(p, size, MADV_DONTNEED);
 }
 
-static void *os_remap(void *p, size_t old_size, size_t new_size) {
-    void *q = mremap(p, old_size, new_size, MREMAP_MAYMOVE);
+static void *os_remap(void *p, size_t old_size, size_t new_size, void *to) {
+    void *q = to ? mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, to)
+                 : mremap(p, old_size, new_size, 0);
     return q == MAP_FAILED ? NULL : q;
 }
 

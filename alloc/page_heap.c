@@ -197,17 +197,19 @@ static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct 
 }
 
 /* Resident free pages may be at most 1/EBB_FREE_RATIO of the pages in use, and at least
- * EBB_FREE_FLOOR (or EBB_TRIM_THRESHOLD if larger); beyond that the oldest go back at once,
- * whatever their age.  So a burst of frees whose holes the next requests cannot use
- * does not stay resident until the timer.  The floor is generous because pages released
- * here are often faulted in again a moment later: on the arena-creep benchmark (2 CPUs)
- * a floor of 8 MiB made the load phase 1.11x glibc's time, 32 MiB 0.99x, with the same
+ * EBB_FREE_FLOOR (1/16 of the cgroup's memory limit if that is less; EBB_TRIM_THRESHOLD
+ * if that is more); beyond that the oldest go back at once, whatever their age.  So a
+ * burst of frees whose holes the next requests cannot use does not stay resident until
+ * the timer.  The floor is generous because pages released here are often faulted in
+ * again a moment later: on the arena-creep benchmark (2 CPUs, 5 runs) a floor of 8 MiB
+ * made the load phase 1.11x glibc's time, 32 MiB 1.03x, 64 MiB 0.95x, with the same
  * peak RSS (the timer in release.c, not this cap, brings an idle process down). */
-
 static void check_free_ratio(void) {
+    size_t floor = EBB_FREE_FLOOR, lim = (size_t)ebbi_cgroup_limit() / 16;
+    if (lim && lim < floor) floor = lim;
+    if ((size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) > floor) floor = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD);
     size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
     size_t cap = used / EBB_FREE_RATIO;
-    size_t floor = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) > EBB_FREE_FLOOR ? (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) : EBB_FREE_FLOOR;
     if (cap < floor) cap = floor;
     if (ebbi_ph_stats.free_res > cap + cap / 4) /* hysteresis: release in chunks */
         ebbi_page_release_locked(UINT64_MAX, ebbi_ph_stats.free_res - cap);
@@ -398,16 +400,19 @@ void ebbi_mapped_free(struct ebb_span *s) {
 bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
     size_t len = (size + EBB_PAGE - 1) & ~(EBB_PAGE - 1);
     if (len == s->map_size) return true;
-    ebbi_lock(&ebbi_ph_lock);
-    void *q = ebbi_os.remap((void *)s->start, s->map_size, len);
-    if (!q || ((uintptr_t)q & (EBB_PAGE - 1)) || !ebbi_pm_ensure((uintptr_t)q, len)) {
-        if (q && q != (void *)s->start) { /* cannot keep it there: move back */
-            void *back = ebbi_os.remap(q, len, s->map_size);
-            if (back != (void *)s->start) ebbi_fatal("mremap could not restore a block");
+    /* In place if the kernel can; else onto a fresh mapping that starts on an ebbmalloc
+     * page (mremap alone may pick any kernel page) and that the page map covers. */
+    void *q = ebbi_pm_ensure(s->start, len) ? ebbi_os.remap((void *)s->start, s->map_size, len, NULL) : NULL;
+    if (!q) {
+        void *to = ebbi_os_map_aligned(len, EBB_PAGE);
+        if (!to) return false;
+        if (!ebbi_pm_ensure((uintptr_t)to, len) ||
+            !(q = ebbi_os.remap((void *)s->start, s->map_size, len, to))) {
+            ebbi_os.unmap(to, len);
+            return false;
         }
-        ebbi_unlock(&ebbi_ph_lock);
-        return false;
     }
+    ebbi_lock(&ebbi_ph_lock);
     ebbi_pm_clear_span(s);
     ebbi_ph_stats.mapped += len - s->map_size;
     ebbi_ph_stats.mapped_direct += len - s->map_size;

@@ -190,6 +190,7 @@ static void *bg_main(void *arg) {
         while (nanosleep(&ts, &ts) && errno == EINTR) {}
         int z = 0;
         if (atomic_compare_exchange_strong(&releasing, &z, 1)) {
+            ebbi_tc_drain_idle(false);
             release_pass(ebbi_now_ms(), atomic_exchange(&pressure, 0));
             atomic_store(&releasing, 0);
         }
@@ -248,6 +249,7 @@ void ebbi_release_tick(void) {
 
 size_t ebbi_release_all(void) {
     ebbi_tc_flush_self();
+    ebbi_tc_drain_idle(true);
     ebbi_central_trim(true);
     size_t tails = ebbi_central_release_tails(true);
     ebbi_lock(&ebbi_ph_lock);

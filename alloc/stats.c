@@ -79,6 +79,7 @@ EBB_EXPORT void ebb_stats(struct ebb_stats *st) {
     st->released_total = ph.released_total;
     st->cgroup_limit = ebbi_cgroup_limit();
     st->soft_limit = ebbi_soft_limit();
+    st->idle_caches_emptied = ebbi_tc_idle_emptied();
 }
 
 /* ---------------------------------------------------------------- glibc's reports */

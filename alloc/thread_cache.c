@@ -10,7 +10,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -54,6 +57,11 @@ void ebbi_tc_init(void) {
     if (ebbi_opt(EBB_OPT_THREAD_CACHE_ONE) > total) ebbi_options_set(EBB_OPT_THREAD_CACHE_ONE, total);
     atomic_store(&budget_left, total);
     pthread_key_create(&tc_key, ebbi_tc_thread_exit);
+}
+
+/* The owner is inside a slow path that works on its lists (see idle_detach). */
+static inline void set_busy(struct ebb_tcache *tc, bool on) {
+    __atomic_store_n(&tc->busy, on, __ATOMIC_RELAXED);
 }
 
 /* ---------------------------------------------------------------- budget */
@@ -152,6 +160,23 @@ static void scavenge(struct ebb_tcache *tc, uint64_t now) {
 }
 
 /* ---------------------------------------------------------------- cache life */
+/* Under tc_list_lock: the list of caches the budget is shared by. */
+static void link_cache(struct ebb_tcache *tc) {
+    tc->prev = NULL;
+    tc->next = tc_all;
+    if (tc_all) tc_all->prev = tc;
+    tc_all = tc;
+    tc_threads++;
+    update_share();
+}
+
+static void unlink_cache(struct ebb_tcache *tc) {
+    if (tc->prev) tc->prev->next = tc->next; else tc_all = tc->next;
+    if (tc->next) tc->next->prev = tc->prev;
+    tc_threads--;
+    update_share();
+}
+
 static struct ebb_tcache *tc_create(void) {
     ebbi_lock(&tc_list_lock);
     struct ebb_tcache *tc = tc_free;
@@ -163,12 +188,10 @@ static struct ebb_tcache *tc_create(void) {
     for (unsigned cls = 1; cls < EBB_NCLASS; cls++) tc->lists[cls].div = ebbi_class_div[cls];
     tc->real = true;
     tc->last_scavenge_ms = ebbi_now_ms();
+    tc->tid = (int)syscall(SYS_gettid);
+    tc->tls_slot = &ebbi_tc;
     ebbi_lock(&tc_list_lock);
-    tc->next = tc_all;
-    if (tc_all) tc_all->prev = tc;
-    tc_all = tc;
-    tc_threads++;
-    update_share();
+    link_cache(tc);
     ebbi_unlock(&tc_list_lock);
     ebbi_tc = tc;
     /* May allocate (for keys past the first 32): ebbi_tc is already set. */
@@ -183,10 +206,7 @@ static void tc_flush(struct ebb_tcache *tc) {
 static void tc_destroy(struct ebb_tcache *tc) {
     tc_flush(tc);
     ebbi_lock(&tc_list_lock);
-    if (tc->prev) tc->prev->next = tc->next; else tc_all = tc->next;
-    if (tc->next) tc->next->prev = tc->prev;
-    tc_threads--;
-    update_share();
+    unlink_cache(tc);
     tc->real = false;
     tc->free_next = tc_free;
     tc_free = tc;
@@ -197,12 +217,26 @@ void ebbi_tc_thread_exit(void *arg) {
     struct ebb_tcache *tc = arg;
     tl_exiting = true;
     ebbi_tc = &ebbi_tc_empty;
-    if (tc && tc->real) tc_destroy(tc);
+    if (!tc) return;
+    ebbi_lock(&tc_list_lock);
+    bool detached = tc->detached; /* drained while this thread slept: only the record is left */
+    if (detached) {
+        tc->detached = false;
+        tc->free_next = tc_free;
+        tc_free = tc;
+    } else {
+        set_busy(tc, true);
+    }
+    ebbi_unlock(&tc_list_lock);
+    if (!detached && tc->real) tc_destroy(tc);
 }
 
 void ebbi_tc_flush_self(void) {
     struct ebb_tcache *tc = ebbi_tc;
-    if (tc->real) tc_flush(tc);
+    if (!tc->real) return;
+    set_busy(tc, true);
+    tc_flush(tc);
+    set_busy(tc, false);
 }
 
 /* Racy by design: lengths are read while their owners run. */
@@ -217,12 +251,132 @@ __attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threa
     return bytes;
 }
 
+/* ---------------------------------------------------------------- idle threads
+ * A thread that stopped calling malloc (parked in a pool, blocked on a queue) would keep
+ * its cache for ever, and its fast paths take no lock, so no other thread may touch its
+ * lists while it could run.  The release thread empties such a cache when it can show
+ * that the owner is not running: the owner is blocked in a system call (the fast paths
+ * make none), it is outside every slow path (`busy` clear; the kernel's switch away
+ * from the owner made its last stores visible), and the kernel's count of its time
+ * slices did not move while the owner's ebbi_tc was pointed at the empty cache.  When
+ * the owner wakes, its next call finds the empty cache and its slow path takes the
+ * emptied record back (tc_get).  Off under ThreadSanitizer, which cannot see that
+ * proof and would report the owner's earlier stores. */
+#if defined(__SANITIZE_THREAD__)
+#define IDLE_DRAIN 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define IDLE_DRAIN 0
+#endif
+#endif
+#ifndef IDLE_DRAIN
+#define IDLE_DRAIN 1
+#endif
+
+static size_t task_file(int tid, const char *name, char *buf, size_t n) {
+    char path[64];
+    ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/%s", tid, name);
+    return ebbi_read_file(path, buf, n);
+}
+
+/* The owner's CPU time and the number of times it was put on a CPU. */
+static bool sched_info(int tid, uint64_t *run_ns, uint64_t *slices) {
+    char buf[96];
+    if (!task_file(tid, "schedstat", buf, sizeof buf)) return false;
+    char *e;
+    *run_ns = strtoull(buf, &e, 10);
+    strtoull(e, &e, 10); /* time spent waiting for a CPU */
+    *slices = strtoull(e, &e, 10);
+    return true;
+}
+
+/* The owner is blocked in a system call: the file starts with its number (it reads
+ * "running" or starts with -1 otherwise). */
+static bool in_syscall(int tid) {
+    char buf[32];
+    return task_file(tid, "syscall", buf, sizeof buf) && buf[0] >= '0' && buf[0] <= '9';
+}
+
+static uint64_t idle_emptied; /* under tc_list_lock */
+
+static bool owner_busy(struct ebb_tcache *tc) { return __atomic_load_n(&tc->busy, __ATOMIC_ACQUIRE); }
+
+/* Under tc_list_lock: empty tc if its owner provably cannot run meanwhile. */
+static bool idle_detach(struct ebb_tcache *tc) {
+    uint64_t run1, slices1, run2, slices2;
+    if (owner_busy(tc) || !in_syscall(tc->tid) || !sched_info(tc->tid, &run1, &slices1) || owner_busy(tc))
+        return false;
+    __atomic_store_n(tc->tls_slot, &ebbi_tc_empty, __ATOMIC_SEQ_CST);
+    if (!in_syscall(tc->tid) || !sched_info(tc->tid, &run2, &slices2) || slices2 != slices1 ||
+        run2 != run1 || owner_busy(tc)) {
+        /* It ran: it may hold the old pointer, or wait for this lock in tc_get. */
+        __atomic_store_n(tc->tls_slot, tc, __ATOMIC_SEQ_CST);
+        return false;
+    }
+    tc_flush(tc);
+    unlink_cache(tc);
+    tc->real = false;
+    tc->detached = true;
+    return true;
+}
+
+/* Empty the caches of threads that have not run for EBB_RELEASE_MS (all: of every
+ * thread blocked right now).  Returns how many were emptied. */
+size_t ebbi_tc_drain_idle(bool all) {
+    if (!IDLE_DRAIN) return 0;
+    uint64_t now = ebbi_now_ms(), idle_ms = (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS);
+    size_t n = 0;
+    ebbi_lock(&tc_list_lock);
+    for (struct ebb_tcache *tc = tc_all, *next; tc; tc = next) {
+        next = tc->next;
+        uint64_t run, slices;
+        if (tc == ebbi_tc || !tc->claimed) continue;
+        /* cheap first: a thread that used a slow path lately is not idle */
+        if (!all && now - __atomic_load_n(&tc->last_tick_ms, __ATOMIC_RELAXED) < idle_ms) continue;
+        if (!sched_info(tc->tid, &run, &slices)) continue;
+        if (run != tc->seen_runtime_ns) {
+            tc->seen_runtime_ns = run;
+            tc->idle_since_ms = now;
+            if (!all) continue;
+        } else if (!all && now - tc->idle_since_ms < idle_ms) {
+            continue;
+        }
+        n += idle_detach(tc);
+    }
+    idle_emptied += n;
+    ebbi_unlock(&tc_list_lock);
+    return n;
+}
+
+uint64_t ebbi_tc_idle_emptied(void) { return __atomic_load_n(&idle_emptied, __ATOMIC_RELAXED); }
+
 /* ---------------------------------------------------------------- slow paths */
+/* The caller's cache, marked busy (see idle_detach), or NULL for an exiting thread.
+ * A thread whose cache was emptied while it slept gets the same record back. */
 static struct ebb_tcache *tc_get(void) {
     struct ebb_tcache *tc = ebbi_tc;
-    if (likely(tc->real)) return tc;
+    if (likely(tc->real)) {
+        set_busy(tc, true);
+        return tc;
+    }
     if (tl_exiting) return NULL;
-    return tc_create();
+    tc = pthread_getspecific(tc_key);
+    if (tc) {
+        ebbi_lock(&tc_list_lock);
+        if (tc->detached) {
+            tc->detached = false;
+            tc->real = true;
+            tc->last_scavenge_ms = ebbi_now_ms();
+            link_cache(tc);
+        }
+        ebbi_tc = tc;
+        set_busy(tc, true);
+        ebbi_unlock(&tc_list_lock);
+        return tc;
+    }
+    tc = tc_create();
+    if (tc) set_busy(tc, true);
+    return tc;
 }
 
 /* Every 8th slow-path call looks at the clock: scavenging and release are not due more
@@ -232,6 +386,7 @@ static void tick(struct ebb_tcache *tc) {
     if (tc->claimed > share()) fit_share(tc);
     else if (tc->starved) rebalance(tc);
     uint64_t now = ebbi_now_ms();
+    __atomic_store_n(&tc->last_tick_ms, now, __ATOMIC_RELAXED);
     if (now - tc->last_scavenge_ms >= SCAVENGE_MS) scavenge(tc, now);
     ebbi_release_tick();
 }
@@ -244,6 +399,8 @@ static inline void *pop_object(struct ebb_tc_list *l) {
     ((uint64_t *)p)[1] = 0;
     return p;
 }
+
+static void *refill(struct ebb_tcache *tc, unsigned cls);
 
 void *ebbi_malloc_slow(size_t n) {
     if (n > EBB_SMALL_MAX) return ebbi_large_alloc(n, 0, false);
@@ -258,6 +415,17 @@ void *ebbi_malloc_slow(size_t n) {
         ((uint64_t *)p)[1] = 0;
         return p;
     }
+    void *p = refill(tc, cls);
+    set_busy(tc, false);
+    if (!p) errno = ENOMEM;
+    return p;
+oom:
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* An object of class cls for the thread, its list refilled from the central tier. */
+static void *refill(struct ebb_tcache *tc, unsigned cls) {
     struct ebb_tc_list *l = &tc->lists[cls];
     if (l->head) return pop_object(l); /* first call before init found class 0 */
     tc->slow[cls].active = 1;
@@ -268,16 +436,13 @@ void *ebbi_malloc_slow(size_t n) {
     if (!want) want = 1; /* no budget: serve the one object without caching more */
     void *head;
     uint32_t got = (uint32_t)ebbi_central_pop(cls, want, &head);
-    if (!got) goto oom;
+    if (!got) return NULL;
     l->head = head;
     l->len = got;
     void *p = pop_object(l);
     if (l->len > l->max) shrink_list(tc, cls, l->max);
     tick(tc);
     return p;
-oom:
-    errno = ENOMEM;
-    return NULL;
 }
 
 /* A small object whose list is full (or whose thread has no cache yet). */
@@ -310,6 +475,7 @@ void ebbi_tc_free_small(void *p, unsigned cls) {
         release_objects(l, cls, k);
     }
     tick(tc);
+    set_busy(tc, false);
 }
 
 /* ---------------------------------------------------------------- fork */

@@ -64,6 +64,7 @@ struct ebb_stats {
     uint64_t released_total;/* bytes returned to the kernel since start */
     uint64_t cgroup_limit;  /* container memory limit found at start, 0 when none */
     uint64_t soft_limit;    /* EBB_SOFT_LIMIT in bytes, 0 when off */
+    uint64_t idle_caches_emptied; /* caches of sleeping threads emptied since start */
 };
 
 /* Fill *st with a consistent snapshot.  Never allocates. */

@@ -184,11 +184,14 @@ static void hundreds_of_threads_at_once(void **st) {
     for (int i = 0; i < T; i++) pthread_join(t[i], NULL);
     drain_exchange();
     ebb_stats(&s2);
-    print_message("%d threads: %llu thread caches at the peak, %.1f MiB cached, %.1f MiB in use\n",
-                  T, (unsigned long long)s1.threads, s1.thread_cache / 1048576.0,
-                  s1.in_use / 1048576.0);
+    uint64_t emptied = s1.idle_caches_emptied - s0.idle_caches_emptied;
+    print_message("%d threads: %llu thread caches at the peak (and %llu emptied while their "
+                  "threads waited), %.1f MiB cached, %.1f MiB in use\n",
+                  T, (unsigned long long)s1.threads, (unsigned long long)emptied,
+                  s1.thread_cache / 1048576.0, s1.in_use / 1048576.0);
     assert_int_equal(corrupt, 0);
-    assert_true(s1.threads >= s0.threads + (uint64_t)T / 2); /* most did get a cache */
+    /* most did get a cache (those that waited long at the barrier lost it again) */
+    assert_true(s1.threads + emptied >= s0.threads + (uint64_t)T / 2);
     assert_true(s1.thread_cache <= (16u << 20));              /* the global cap */
     assert_true(s2.threads <= s0.threads + 1);                /* all gone again */
     pthread_attr_destroy(&at);

@@ -1,0 +1,211 @@
+/* Caches of threads that stopped calling malloc are emptied: by the release thread once
+ * they have not run for EBB_RELEASE_MS, by malloc_trim(0) at once; the owner, woken,
+ * takes its record back and goes on with intact blocks.  And a race test: threads that
+ * allocate in short bursts between short sleeps while another thread empties every
+ * sleeping cache as fast as it can.  Uses the ebb_ API (static library) and internals. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "ebbmalloc.h"
+#include "internal.h"
+
+static uint64_t ms_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static size_t cached(void) {
+    struct ebb_stats st;
+    ebb_stats(&st);
+    return st.thread_cache;
+}
+
+static uint64_t threads_now(void) {
+    struct ebb_stats st;
+    ebb_stats(&st);
+    return st.threads;
+}
+
+/* Blocks of `n` bytes filled with a pattern of their address and a tag. */
+static void fill(unsigned char *p, size_t n, unsigned tag) {
+    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(((uintptr_t)p >> 4) + i * 7 + tag);
+}
+static int intact(const unsigned char *p, size_t n, unsigned tag) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (unsigned char)(((uintptr_t)p >> 4) + i * 7 + tag)) return 0;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- a parked worker */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int stage; /* 1: worker filled its cache and parks; 2: main wakes it; 3: worker done */
+static int worker_ok;
+
+#define KEEP 64
+static void *parked_worker(void *arg) {
+    (void)arg;
+    unsigned char *keep[KEEP];
+    for (int i = 0; i < KEEP; i++) {
+        keep[i] = ebb_malloc(100 + (size_t)i * 13);
+        fill(keep[i], 100 + (size_t)i * 13, 1);
+    }
+    /* Churn through many classes: the cache ends up holding objects of each. */
+    for (int round = 0; round < 200; round++) {
+        void *tmp[40];
+        for (int i = 0; i < 40; i++) tmp[i] = ebb_malloc(16 + (size_t)i * 24 + (size_t)round % 7);
+        for (int i = 0; i < 40; i++) ebb_free(tmp[i]);
+    }
+    pthread_mutex_lock(&mu);
+    stage = 1;
+    pthread_cond_broadcast(&cv);
+    while (stage < 2) pthread_cond_wait(&cv, &mu); /* parked: blocked in futex */
+    pthread_mutex_unlock(&mu);
+    /* Woken: its cache may be gone; everything still works and nothing was lost. */
+    int ok = 1;
+    for (int i = 0; i < KEEP; i++) ok &= intact(keep[i], 100 + (size_t)i * 13, 1);
+    for (int round = 0; round < 50; round++) {
+        unsigned char *p = ebb_malloc(200);
+        fill(p, 200, 2);
+        ok &= intact(p, 200, 2);
+        ebb_free(p);
+    }
+    for (int i = 0; i < KEEP; i++) ebb_free(keep[i]);
+    pthread_mutex_lock(&mu);
+    worker_ok = ok;
+    stage = 3;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    return NULL;
+}
+
+static pthread_t start_parked(void) {
+    pthread_t t;
+    stage = 0;
+    worker_ok = 0;
+    assert_int_equal(pthread_create(&t, NULL, parked_worker, NULL), 0);
+    pthread_mutex_lock(&mu);
+    while (stage < 1) pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    usleep(20 * 1000); /* let it reach its wait */
+    return t;
+}
+
+static void wake_and_join(pthread_t t) {
+    pthread_mutex_lock(&mu);
+    stage = 2;
+    pthread_cond_broadcast(&cv);
+    while (stage < 3) pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    pthread_join(t, NULL);
+    assert_true(worker_ok);
+}
+
+/* malloc_trim(0) empties the cache of a thread that sleeps, at once. */
+static void trim_empties_a_sleeping_threads_cache(void **st) {
+    (void)st;
+    uint64_t before = threads_now();
+    pthread_t t = start_parked();
+    ebbi_tc_flush_self();
+    size_t held = cached();
+    assert_true(held >= 16 * 1024); /* the worker's cache holds its churn */
+    assert_int_equal(threads_now(), before + 1);
+    ebb_malloc_trim(0);
+    assert_int_equal(cached(), 0);
+    assert_int_equal(threads_now(), before); /* emptied records leave the budget's count */
+    wake_and_join(t);
+    assert_int_equal(threads_now(), before);
+}
+
+/* The release thread empties it once the thread has not run for EBB_RELEASE_MS. */
+static void release_thread_empties_an_idle_cache(void **st) {
+    (void)st;
+    int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 200);
+    ebb_free(ebb_malloc(4 << 20)); /* pages to release: the release thread starts */
+    pthread_t t = start_parked();
+    ebbi_tc_flush_self();
+    assert_true(cached() >= 16 * 1024);
+    uint64_t t0 = ms_now();
+    while (cached() != 0 && ms_now() - t0 < 10000) usleep(20 * 1000);
+    size_t left = cached();
+    uint64_t took = ms_now() - t0;
+    printf("# idle cache emptied after %llu ms (EBB_RELEASE_MS=200)\n", (unsigned long long)took);
+    assert_int_equal(left, 0);
+    assert_true(took >= 150); /* not before the thread was idle that long */
+    wake_and_join(t);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
+}
+
+/* ---------------------------------------------------------------- the race */
+static _Atomic int race_stop;
+static _Atomic unsigned long race_errors, race_drained;
+
+static void *bursty(void *arg) {
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    unsigned char *live[32] = {0};
+    size_t size[32] = {0};
+    while (!race_stop) {
+        for (int k = 0; k < 200; k++) {
+            seed = seed * 1103515245u + 12345u;
+            int i = (int)((seed >> 8) % 32);
+            if (live[i]) {
+                if (!intact(live[i], size[i], (unsigned)i)) race_errors++;
+                ebb_free(live[i]);
+            }
+            size[i] = 16 + (seed >> 16) % 2000;
+            live[i] = ebb_malloc(size[i]);
+            fill(live[i], size[i], (unsigned)i);
+        }
+        usleep(1 + (seed >> 20) % 500); /* a system call: the drainer may empty the cache */
+    }
+    for (int i = 0; i < 32; i++)
+        if (live[i]) {
+            if (!intact(live[i], size[i], (unsigned)i)) race_errors++;
+            ebb_free(live[i]);
+        }
+    return NULL;
+}
+
+static void *drainer(void *arg) {
+    (void)arg;
+    while (!race_stop) race_drained += ebbi_tc_drain_idle(true);
+    return NULL;
+}
+
+static void drain_races_with_waking_owners(void **st) {
+    (void)st;
+    enum { W = 6 };
+    pthread_t w[W], d;
+    race_stop = 0;
+    for (int i = 0; i < W; i++) pthread_create(&w[i], NULL, bursty, (void *)(uintptr_t)(i + 1));
+    pthread_create(&d, NULL, drainer, NULL);
+    sleep(3);
+    race_stop = 1;
+    for (int i = 0; i < W; i++) pthread_join(w[i], NULL);
+    pthread_join(d, NULL);
+    printf("# %lu caches emptied while their owners slept, %lu damaged blocks\n",
+           (unsigned long)race_drained, (unsigned long)race_errors);
+    assert_int_equal(race_errors, 0);
+    assert_true(race_drained > 50); /* the race was really run */
+    if (EBB_DEBUG) assert_null(ebbi_page_heap_verify());
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(trim_empties_a_sleeping_threads_cache),
+        cmocka_unit_test(release_thread_empties_an_idle_cache),
+        cmocka_unit_test(drain_races_with_waking_owners),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
