@@ -307,6 +307,7 @@ bool ebbi_mapped_resize(struct ebb_span *s, size_t size); /* false: unchanged */
  * (SIZE_MAX = no goal), oldest first.  older_than_ms 0 or UINT64_MAX: any age (0 also
  * ignores EBB_TRIM_THRESHOLD).  Caller holds the lock.  Returns bytes released. */
 size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal);
+size_t ebbi_page_release_since_locked(uint64_t since_ms);
 void ebbi_page_heap_stats(struct ebb_page_heap_stats *st); /* locks itself */
 uint64_t ebbi_page_oldest_free_ms(void);                   /* caller holds the lock */
 const char *ebbi_page_heap_verify(void); /* NULL when consistent */
@@ -377,7 +378,6 @@ struct ebb_tcache {
     bool detached;            /* emptied by idle_detach while its thread slept; not on tc_all */
     int tid;                  /* the owner thread */
     struct ebb_tcache **tls_slot;   /* the owner's ebbi_tc */
-    uint64_t seen_runtime_ns, idle_since_ms; /* the owner's CPU time when last looked at */
     uint64_t last_tick_ms;    /* the owner's slow path last looked at the clock */
     struct ebb_tcache *prev, *next; /* all real caches, under ebbi_tc_list_lock */
     struct ebb_tcache *free_next;

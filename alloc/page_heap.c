@@ -535,6 +535,17 @@ size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal) {
     return done;
 }
 
+/* Release the free spans that were freed (or merged) at since_ms or later: memory the
+ * release thread itself just took from idle caches. */
+size_t ebbi_page_release_since_locked(uint64_t since_ms) {
+    size_t done = 0;
+    for (struct ebb_span *s = lru_tail, *prev; s && s->free_since_ms >= since_ms; s = prev) {
+        prev = LRU_PREV(s);
+        done += release_span(s, true);
+    }
+    return done;
+}
+
 uint64_t ebbi_page_oldest_free_ms(void) { return lru_head ? lru_head->free_since_ms : UINT64_MAX; }
 
 void ebbi_page_heap_stats(struct ebb_page_heap_stats *st) {

@@ -190,8 +190,17 @@ static void *bg_main(void *arg) {
         while (nanosleep(&ts, &ts) && errno == EINTR) {}
         int z = 0;
         if (atomic_compare_exchange_strong(&releasing, &z, 1)) {
-            ebbi_tc_drain_idle(false);
+            /* Caches of idle threads first; what they held is as old as their idleness,
+             * so the spans it frees go back in the same pass. */
+            uint64_t t = ebbi_now_ms();
+            size_t drained = ebbi_tc_drain_idle(false);
             release_pass(ebbi_now_ms(), atomic_exchange(&pressure, 0));
+            if (drained) {
+                ebbi_lock(&ebbi_ph_lock);
+                ebbi_page_release_since_locked(t);
+                ebbi_unlock(&ebbi_ph_lock);
+                ebbi_page_release_finish();
+            }
             atomic_store(&releasing, 0);
         }
     }

@@ -189,6 +189,7 @@ static struct ebb_tcache *tc_create(void) {
     tc->real = true;
     tc->last_scavenge_ms = ebbi_now_ms();
     tc->tid = (int)syscall(SYS_gettid);
+    tc->last_tick_ms = tc->last_scavenge_ms;
     tc->tls_slot = &ebbi_tc;
     ebbi_lock(&tc_list_lock);
     link_cache(tc);
@@ -258,7 +259,8 @@ __attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threa
  * that the owner is not running: the owner is blocked in a system call (the fast paths
  * make none), it is outside every slow path (`busy` clear; the kernel's switch away
  * from the owner made its last stores visible), and the kernel's count of its time
- * slices did not move while the owner's ebbi_tc was pointed at the empty cache.  When
+ * slices (and its CPU time) did not move while the owner's ebbi_tc was pointed at the
+ * empty cache.  When
  * the owner wakes, its next call finds the empty cache and its slow path takes the
  * emptied record back (tc_get).  Off under ThreadSanitizer, which cannot see that
  * proof and would report the owner's earlier stores. */
@@ -320,8 +322,8 @@ static bool idle_detach(struct ebb_tcache *tc) {
     return true;
 }
 
-/* Empty the caches of threads that have not run for EBB_RELEASE_MS (all: of every
- * thread blocked right now).  Returns how many were emptied. */
+/* Empty the caches of threads that are blocked now and have not used a slow path for
+ * EBB_RELEASE_MS (all: whatever their last use).  Returns how many were emptied. */
 size_t ebbi_tc_drain_idle(bool all) {
     if (!IDLE_DRAIN) return 0;
     uint64_t now = ebbi_now_ms(), idle_ms = (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS);
@@ -329,18 +331,10 @@ size_t ebbi_tc_drain_idle(bool all) {
     ebbi_lock(&tc_list_lock);
     for (struct ebb_tcache *tc = tc_all, *next; tc; tc = next) {
         next = tc->next;
-        uint64_t run, slices;
         if (tc == ebbi_tc || !tc->claimed) continue;
-        /* cheap first: a thread that used a slow path lately is not idle */
+        /* Idle: no slow path for EBB_RELEASE_MS.  A thread that lives on its cache's fast
+         * paths looks idle too; emptying it costs it one refill. */
         if (!all && now - __atomic_load_n(&tc->last_tick_ms, __ATOMIC_RELAXED) < idle_ms) continue;
-        if (!sched_info(tc->tid, &run, &slices)) continue;
-        if (run != tc->seen_runtime_ns) {
-            tc->seen_runtime_ns = run;
-            tc->idle_since_ms = now;
-            if (!all) continue;
-        } else if (!all && now - tc->idle_since_ms < idle_ms) {
-            continue;
-        }
         n += idle_detach(tc);
     }
     idle_emptied += n;
@@ -366,7 +360,7 @@ static struct ebb_tcache *tc_get(void) {
         if (tc->detached) {
             tc->detached = false;
             tc->real = true;
-            tc->last_scavenge_ms = ebbi_now_ms();
+            tc->last_scavenge_ms = tc->last_tick_ms = ebbi_now_ms();
             link_cache(tc);
         }
         ebbi_tc = tc;
