@@ -53,7 +53,7 @@ EBB_EXPORT void ebb_free(void *p) {
              * p must be where a block begins (which also makes it 16-aligned), and a
              * block that is free already holds the key. */
             uint64_t off = a - leaf->start[slot];
-            if (likely(l->len < l->max) && likely(ebbi_div_ok(l->div, off)) &&
+            if (likely(l->len < l->max) && likely(ebbi_div_ok_at(&l->div, off)) &&
                 likely(((uint64_t *)p)[1] != ebbi_free_key)) {
                 ((uint64_t *)p)[1] = ebbi_free_key;
                 ebbi_set_next(p, l->head);
