@@ -24,6 +24,7 @@
 EBB_EXPORT void *ebb_malloc(size_t n) {
     if (likely(n <= EBB_SMALL_MAX)) {
         struct ebb_tc_list *l = &ebbi_tc->lists[ebbi_size_to_class(n)];
+        ebbi_op_begin(l);
         void *p = l->head;
         if (likely(p)) {
             void *next = ebbi_next(p);
@@ -33,9 +34,11 @@ EBB_EXPORT void *ebb_malloc(size_t n) {
                 ebbi_corrupt_link(p);
             l->head = next;
             l->len--;
+            ebbi_op_end(l);
             ((uint64_t *)p)[1] = 0; /* no longer free: clear the double-free key */
             return p;
         }
+        ebbi_op_end(l);
     }
     return ebbi_malloc_slow(n);
 }
@@ -53,14 +56,17 @@ EBB_EXPORT void ebb_free(void *p) {
              * p must be where a block begins (which also makes it 16-aligned), and a
              * block that is free already holds the key. */
             uint64_t off = a - leaf->start[slot];
+            ebbi_op_begin(l);
             if (likely(l->len < l->max) && likely(ebbi_div_ok_at(&l->div, off)) &&
                 likely(((uint64_t *)p)[1] != ebbi_free_key)) {
                 ((uint64_t *)p)[1] = ebbi_free_key;
                 ebbi_set_next(p, l->head);
                 l->head = p;
                 l->len++;
+                ebbi_op_end(l);
                 return;
             }
+            ebbi_op_end(l);
         }
     }
     ebbi_free_slow(p);
@@ -150,6 +156,10 @@ static struct ebb_span *span_around(uintptr_t a) {
 static EBB_COLD void reject(const char *what, void *p) {
     unsigned cls = small_class(p);
     if (cls) {
+        struct ebb_span *sp = ebbi_pm_span((uintptr_t)p);
+        if (sp && (char *)p >= sp->end)
+            ebbi_fatal("%s: invalid pointer %p (past the last %u-byte block of its span)", what, p,
+                       ebbi_classes[cls].size);
         if (!small_start(p, cls))
             ebbi_fatal("%s: invalid pointer %p (inside a %u-byte block, " STALE_OR_INTERIOR ")", what,
                        p, ebbi_classes[cls].size);

@@ -70,6 +70,10 @@ static struct ebb_span *new_span(unsigned cls) {
     s->end = (char *)s->start + (size_t)s->objects * ci->size;
     ebbi_pm_set_span(s);
     ebbi_unlock(&ebbi_ph_lock);
+    /* The unused tail, if any (a multiple of 16 bytes), holds the key where a block
+     * there would: a pointer to it is a multiple of the size from the span's start and
+     * passes free's block-start check, but not its double-free check. */
+    if ((char *)s->start + (ci->pages << EBB_PAGE_SHIFT) > s->end) ((uint64_t *)s->end)[1] = ebbi_free_key;
     /* Every object on the free list, with the key, lowest address first. */
     void *next = NULL;
     for (char *o = s->end - ci->size; o >= (char *)s->start; o -= ci->size) {

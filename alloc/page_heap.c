@@ -402,18 +402,25 @@ bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
     if (len == s->map_size) return true;
     /* In place if the kernel can; else onto a fresh mapping that starts on an ebbmalloc
      * page (mremap alone may pick any kernel page) and that the page map covers. */
-    void *q = ebbi_pm_ensure(s->start, len) ? ebbi_os.remap((void *)s->start, s->map_size, len, NULL) : NULL;
+    void *to = NULL;
+    if (!ebbi_pm_ensure(s->start, len)) return false;
+    /* The old entries go before the kernel may hand the old range to another thread. */
+    ebbi_lock(&ebbi_ph_lock);
+    ebbi_pm_clear_span(s);
+    void *q = ebbi_os.remap((void *)s->start, s->map_size, len, NULL);
     if (!q) {
-        void *to = ebbi_os_map_aligned(len, EBB_PAGE);
-        if (!to) return false;
-        if (!ebbi_pm_ensure((uintptr_t)to, len) ||
-            !(q = ebbi_os.remap((void *)s->start, s->map_size, len, to))) {
-            ebbi_os.unmap(to, len);
+        ebbi_unlock(&ebbi_ph_lock);
+        to = ebbi_os_map_aligned(len, EBB_PAGE);
+        bool ok = to && ebbi_pm_ensure((uintptr_t)to, len);
+        ebbi_lock(&ebbi_ph_lock);
+        if (ok) q = ebbi_os.remap((void *)s->start, s->map_size, len, to);
+        if (!q) {
+            ebbi_pm_set_span(s);
+            ebbi_unlock(&ebbi_ph_lock);
+            if (to) ebbi_os.unmap(to, len);
             return false;
         }
     }
-    ebbi_lock(&ebbi_ph_lock);
-    ebbi_pm_clear_span(s);
     ebbi_ph_stats.mapped += len - s->map_size;
     ebbi_ph_stats.mapped_direct += len - s->map_size;
     s->start = (uintptr_t)q;
@@ -464,10 +471,16 @@ static size_t release_span(struct ebb_span *s, bool small_too) {
 }
 
 /* Back into the released set, once its pages went back. */
-static void release_done(struct ebb_span *s) {
+static void release_done(struct ebb_span *s, bool ok) {
+    size_t bytes = s->npages << EBB_PAGE_SHIFT;
     ebbi_span_list_remove(&releasing, s);
-    ebbi_ph_stats.released -= s->npages << EBB_PAGE_SHIFT;
-    insert_free(s, true, 0, AT_TAIL);
+    ebbi_ph_stats.released -= bytes;
+    if (!ok) ebbi_ph_stats.released_total -= bytes; /* e.g. mlockall: still resident, not zero */
+    insert_free(s, ok, ok ? 0 : ebbi_now_ms(), AT_TAIL);
+}
+
+static bool release_pages(struct ebb_span *s) {
+    return ebbi_os.release((void *)s->start, s->npages << EBB_PAGE_SHIFT) == 0;
 }
 
 /* Returns to the kernel the spans cut out for release, without holding the page heap
@@ -486,12 +499,11 @@ void ebbi_page_release_finish(void) {
     }
     __atomic_store_n(&releasing_waiting, 0, __ATOMIC_RELAXED);
     ebbi_unlock(&ebbi_ph_lock);
-    for (struct ebb_span *s = mine; s; s = s->lru_next)
-        ebbi_os.release((void *)s->start, s->npages << EBB_PAGE_SHIFT);
+    for (struct ebb_span *s = mine; s; s = s->lru_next) s->in_flight = release_pages(s) ? 1 : 2;
     ebbi_lock(&ebbi_ph_lock);
     for (struct ebb_span *s = mine, *next; s; s = next) {
         next = s->lru_next;
-        release_done(s);
+        release_done(s, s->in_flight == 1);
     }
     ebbi_unlock(&ebbi_ph_lock);
 }
@@ -501,8 +513,7 @@ void ebbi_page_release_finish(void) {
 void ebbi_page_fork_child(void) {
     while (releasing.head) {
         struct ebb_span *s = releasing.head;
-        ebbi_os.release((void *)s->start, s->npages << EBB_PAGE_SHIFT);
-        release_done(s);
+        release_done(s, release_pages(s));
     }
     releasing_waiting = 0;
 }

@@ -217,9 +217,13 @@ static void tc_destroy(struct ebb_tcache *tc) {
 void ebbi_tc_thread_exit(void *arg) {
     struct ebb_tcache *tc = arg;
     tl_exiting = true;
-    ebbi_tc = &ebbi_tc_empty;
-    if (!tc) return;
+    if (!tc) {
+        ebbi_tc = &ebbi_tc_empty;
+        return;
+    }
+    /* Under the lock: a drain that failed puts the pointer back under it too. */
     ebbi_lock(&tc_list_lock);
+    ebbi_tc = &ebbi_tc_empty;
     bool detached = tc->detached; /* drained while this thread slept: only the record is left */
     if (detached) {
         tc->detached = false;
@@ -256,9 +260,10 @@ __attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threa
  * A thread that stopped calling malloc (parked in a pool, blocked on a queue) would keep
  * its cache for ever, and its fast paths take no lock, so no other thread may touch its
  * lists while it could run.  The release thread empties such a cache when it can show
- * that the owner is not running: the owner is blocked in a system call (the fast paths
- * make none), it is outside every slow path (`busy` clear; the kernel's switch away
- * from the owner made its last stores visible), and the kernel's count of its time
+ * that the owner is not running: the owner is blocked in a system call, outside every
+ * slow path (`busy` clear) and outside every fast path (`in_op` clear on every list: a
+ * fast path makes no system call itself, but a signal handler that interrupted one may;
+ * the kernel's switch away from the owner made those stores visible), and the kernel's count of its time
  * slices (and its CPU time) did not move while the owner's ebbi_tc was pointed at the
  * empty cache.  When
  * the owner wakes, its next call finds the empty cache and its slow path takes the
@@ -301,7 +306,14 @@ static bool in_syscall(int tid) {
 
 static uint64_t idle_emptied; /* under tc_list_lock */
 
-static bool owner_busy(struct ebb_tcache *tc) { return __atomic_load_n(&tc->busy, __ATOMIC_ACQUIRE); }
+/* In a slow path, or in a fast path (perhaps interrupted by a signal handler that now
+ * blocks in a system call). */
+static bool owner_busy(struct ebb_tcache *tc) {
+    if (__atomic_load_n(&tc->busy, __ATOMIC_ACQUIRE)) return true;
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++)
+        if (__atomic_load_n(&tc->lists[cls].in_op, __ATOMIC_RELAXED)) return true;
+    return false;
+}
 
 /* Under tc_list_lock: empty tc if its owner provably cannot run meanwhile. */
 static bool idle_detach(struct ebb_tcache *tc) {
@@ -484,6 +496,7 @@ void ebbi_tc_fork_parent(void) { ebbi_unlock(&tc_list_lock); }
 void ebbi_tc_fork_child(void) {
     ebbi_lock_reset(&tc_list_lock);
     struct ebb_tcache *self = ebbi_tc, *tc = tc_all, *next;
+    if (self->real) self->tid = (int)syscall(SYS_gettid); /* the child's own thread id */
     for (; tc; tc = next) {
         next = tc->next;
         if (tc == self) continue;

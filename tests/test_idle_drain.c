@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -205,11 +206,76 @@ static void drain_races_with_waking_owners(void **st) {
     if (EBB_DEBUG) assert_null(ebbi_page_heap_verify());
 }
 
+/* A signal handler that blocks in a system call can interrupt the owner inside a fast
+ * path, between reading its list and writing it back: the owner then looks blocked,
+ * but its cache must not be touched. */
+static _Atomic int sig_stop;
+static _Atomic unsigned long handled;
+static void blocking_handler(int sig) {
+    (void)sig;
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL); /* the owner sits in a system call, maybe mid-malloc */
+    handled++;
+}
+
+static void *looping(void *arg) {
+    (void)arg;
+    unsigned char *keep[16] = {0};
+    unsigned seed = 7;
+    while (!sig_stop) {
+        seed = seed * 1103515245u + 12345u;
+        int i = (int)((seed >> 8) % 16);
+        if (keep[i]) {
+            if (!intact(keep[i], 64, (unsigned)i)) race_errors++;
+            ebb_free(keep[i]);
+        }
+        keep[i] = ebb_malloc(64);
+        fill(keep[i], 64, (unsigned)i);
+    }
+    for (int i = 0; i < 16; i++)
+        if (keep[i]) {
+            if (!intact(keep[i], 64, (unsigned)i)) race_errors++;
+            ebb_free(keep[i]);
+        }
+    return NULL;
+}
+
+static void drain_spares_a_fast_path_interrupted_by_a_signal(void **st) {
+    (void)st;
+    struct sigaction sa = {0};
+    sa.sa_handler = blocking_handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    race_stop = 0;
+    sig_stop = 0;
+    race_errors = 0;
+    race_drained = 0;
+    handled = 0;
+    pthread_t w, d;
+    pthread_create(&w, NULL, looping, NULL);
+    pthread_create(&d, NULL, drainer, NULL);
+    uint64_t t0 = ms_now();
+    while (ms_now() - t0 < 2000) {
+        pthread_kill(w, SIGUSR1);
+        usleep(1000);
+    }
+    sig_stop = 1;
+    race_stop = 1;
+    pthread_join(w, NULL);
+    pthread_join(d, NULL);
+    printf("# %lu signals handled in a blocking handler, %lu caches emptied, %lu damaged blocks\n",
+           (unsigned long)handled, (unsigned long)race_drained, (unsigned long)race_errors);
+    assert_int_equal(race_errors, 0);
+    assert_true(handled > 300);
+    assert_true(race_drained > 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(trim_empties_a_sleeping_threads_cache),
         cmocka_unit_test(release_thread_empties_an_idle_cache),
         cmocka_unit_test(drain_races_with_waking_owners),
+        cmocka_unit_test(drain_spares_a_fast_path_interrupted_by_a_signal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

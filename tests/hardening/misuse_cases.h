@@ -73,6 +73,8 @@ static const struct misuse_case misuse_cases[] = {
      "invalid pointer", "48-byte", 0},
     {"free_never_handed_out", "free of a slot of a span not yet handed out", "free()",
      "invalid pointer|double free", "3584-byte", 0},
+    {"free_span_tail", "free of the unused tail of a span (a multiple of the size from its start)",
+     "free()", "invalid pointer", "1792-byte", 0},
     {"realloc_freed_small", "realloc of a freed 48-byte block", "realloc()", "double free",
      "48-byte size class", 0},
     {"realloc_freed_large", "realloc of a freed 1 MiB block", "realloc()", "double free",

@@ -285,6 +285,19 @@ static int run(const char *c) {
         free(launder(p + 2 * us));
         return survived("3500", p, 3500, 3500);
     }
+    if (IS("free_span_tail")) {
+        /* The first block of a class nothing else uses starts its span (one 8 KiB page,
+         * four 1792-byte blocks); 7168 bytes on is a multiple of the size, but past the
+         * last block: a block there would run 768 bytes into the next page. */
+        unsigned char *p = launder(malloc(1700));
+        addr(p + 4 * 1792);
+        free(launder(p + 4 * 1792));
+        void *q[8];
+        for (int i = 0; i < 8; i++) q[i] = launder(malloc(1700));
+        for (int i = 0; i < 8; i++)
+            if (q[i] == p + 4 * 1792) say("CORRUPTION: malloc returned %p, past its span\n", q[i]);
+        return survived("1792", p, 1700, 1700);
+    }
     if (IS("realloc_freed_small")) {
         void *p = launder(malloc(40));
         addr(p);
