@@ -18,7 +18,7 @@ static const struct option_row rows[EBB_OPT_COUNT] = {
      * a busy process from re-faulting memory it is about to reuse, and still brings the
      * resident set down to live memory within about two seconds of a load ending. */
     [EBB_OPT_RELEASE_MS] = {"RELEASE_MS", 1000, false, false},
-    /* A thread that wakes every RELEASE_MS/2 (at least 100 ms) releases memory of
+    /* A thread that wakes every RELEASE_MS/4 (at least 100 ms) releases memory of
      * processes that stopped calling malloc. */
     [EBB_OPT_BACKGROUND] = {"BACKGROUND", 1, false, false},
     /* All thread caches together; 0: 2 MiB per CPU the process may use (the cgroup's CPU

@@ -4,7 +4,7 @@
  * caches not drawn on since the previous pass go back to their spans first, so their
  * spans can empty.  The work is driven from the slow paths of malloc and free (at most
  * once per RELEASE_MS/4), and, for processes that stop calling malloc, from a background
- * thread that sleeps RELEASE_MS/2 between passes.  Near the soft limit everything free is
+ * thread that sleeps RELEASE_MS/4 (at least 100 ms) between passes.  Near the soft limit everything free is
  * released at once.
  *
  * Container awareness: the memory limit of the process's cgroup (v2 memory.max, v1
@@ -184,7 +184,7 @@ static void *bg_main(void *arg) {
     (void)arg;
     for (;;) {
         ebbi_shm_publish();
-        int64_t ms = ebbi_opt(EBB_OPT_RELEASE_MS) / 2;
+        int64_t ms = ebbi_opt(EBB_OPT_RELEASE_MS) / 4; /* memory goes back within 1.25x its age limit */
         if (ms < 100) ms = 100;
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
         while (nanosleep(&ts, &ts) && errno == EINTR) {}

@@ -133,7 +133,7 @@ static void trim_empties_a_sleeping_threads_cache(void **st) {
 static void release_thread_empties_an_idle_cache(void **st) {
     (void)st;
     int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
-    ebbi_options_set(EBB_OPT_RELEASE_MS, 4000); /* the release thread wakes every 2 s */
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 4000); /* the release thread wakes every 1 s */
     ebb_free(ebb_malloc(4 << 20)); /* pages to release: the release thread starts */
     pthread_t t = start_parked();
     ebbi_tc_flush_self();
