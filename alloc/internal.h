@@ -307,7 +307,9 @@ void ebbi_page_free(struct ebb_span *s);
 struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages);
 void ebbi_page_free_locked(struct ebb_span *s);
 #define EBB_FREE_RATIO 8                  /* see check_free_ratio in page_heap.c */
-#define EBB_FREE_FLOOR ((size_t)64 << 20) /* ... at most 1/16 of a cgroup limit */
+#ifndef EBB_FREE_FLOOR
+#define EBB_FREE_FLOOR ((size_t)64 << 20) /* ... at most 1/16 of a cgroup limit (a build may set another) */
+#endif
 void ebbi_page_release_finish(void); /* the madvise of releases, after the lock is dropped */
 void ebbi_page_fork_child(void);
 bool ebbi_page_shrink(struct ebb_span *s, size_t npages); /* LARGE: give back the tail */
