@@ -18,8 +18,6 @@
 #define EBB_OVERRIDE 0
 #endif
 
-#define BAD_ADDR_BITS (~(((uintptr_t)1 << EBB_ADDR_BITS) - 1) | (EBB_MIN_ALIGN - 1))
-
 /* ---------------------------------------------------------------- fast paths */
 EBB_EXPORT void *ebb_malloc(size_t n) {
     if (likely(n <= EBB_SMALL_MAX)) {

@@ -14,14 +14,12 @@ struct ebb_central ebbi_central[EBB_NCLASS];
 
 #define TAIL_MIN_CLASS 8192 /* see "released tails" below */
 
-/* Per class, reciprocals that replace divisions on the object paths: an offset in a span
- * (< 2^18) times div_mul, shifted right by 40, is the object index, exactly; used times
- * bucket_mul, shifted by 32, is the fullness bucket. */
-static uint64_t div_mul[EBB_NCLASS], bucket_mul[EBB_NCLASS];
+/* Per class, a reciprocal that replaces a division: used times bucket_mul, shifted by
+ * 32, is the fullness bucket. */
+static uint64_t bucket_mul[EBB_NCLASS];
 
 void ebbi_central_init(void) {
     for (unsigned c = 1; c < EBB_NCLASS; c++) {
-        div_mul[c] = (((uint64_t)1 << 40) + ebbi_classes[c].size - 1) / ebbi_classes[c].size;
         bucket_mul[c] = ((uint64_t)EBB_BUCKETS << 32) / ebbi_class_objects(c);
         size_t batch_bytes = (size_t)ebbi_classes[c].batch * ebbi_classes[c].size;
         /* A transfer cache of 64 KiB at most, none for classes whose batch is bigger
@@ -188,20 +186,6 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head) {
     ebbi_unlock(&c->lock);
     *head = chain;
     return got;
-}
-
-/* Stops the process unless o is the start of an object of class cls that ebbmalloc
- * handed out.  No lock needed: the span cannot go away while it has an object out. */
-void ebbi_check_object(unsigned cls, void *o) {
-    uintptr_t a = (uintptr_t)o;
-    struct ebb_span *s = ebbi_pm_span(a);
-    if (unlikely(!s || s->state != SPAN_SMALL || s->cls != cls))
-        ebbi_fatal("free(): invalid pointer %p (no %u-byte block of ebbmalloc's there)", o,
-                   ebbi_classes[cls].size);
-    uint64_t off = a - s->start, idx = (off * div_mul[cls]) >> 40;
-    if (unlikely(idx * ebbi_classes[cls].size != off || (char *)o >= s->end))
-        ebbi_fatal("free(): invalid pointer %p (inside a %u-byte block, not its start)", o,
-                   ebbi_classes[cls].size);
 }
 
 /* Return one object to its span.  Caller holds c->lock.  Every object reaching the

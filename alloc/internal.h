@@ -307,9 +307,7 @@ void ebbi_page_free(struct ebb_span *s);
 struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages);
 void ebbi_page_free_locked(struct ebb_span *s);
 #define EBB_FREE_RATIO 8                  /* see check_free_ratio in page_heap.c */
-#ifndef EBB_FREE_FLOOR
-#define EBB_FREE_FLOOR ((size_t)64 << 20) /* ... at most 1/16 of a cgroup limit (a build may set another) */
-#endif
+#define EBB_FREE_FLOOR ((size_t)64 << 20) /* ... at most 1/16 of a cgroup limit */
 void ebbi_page_release_finish(void); /* the madvise of releases, after the lock is dropped */
 void ebbi_page_fork_child(void);
 bool ebbi_page_shrink(struct ebb_span *s, size_t npages); /* LARGE: give back the tail */
@@ -355,7 +353,6 @@ void ebbi_central_init(void);
 size_t ebbi_central_pop(unsigned cls, size_t n, void **head);
 /* Gives back a chain of n objects (last link NULL). */
 void ebbi_central_push(unsigned cls, void *head, size_t n);
-void ebbi_check_object(unsigned cls, void *o); /* stops the process if o is not a block start */
 size_t ebbi_central_trim(bool all); /* empties idle transfer caches; returns objects moved */
 size_t ebbi_central_release_tails(bool all); /* see central.c; returns bytes released */
 void ebbi_central_fork_prepare(void);

@@ -402,24 +402,19 @@ bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
     if (len == s->map_size) return true;
     /* In place if the kernel can; else onto a fresh mapping that starts on an ebbmalloc
      * page (mremap alone may pick any kernel page) and that the page map covers. */
-    void *to = NULL;
     if (!ebbi_pm_ensure(s->start, len)) return false;
-    /* The old entries go before the kernel may hand the old range to another thread. */
+    /* Under the lock, the old entries gone first: once the kernel has the old range back
+     * it may hand it to another thread's mapping. */
     ebbi_lock(&ebbi_ph_lock);
     ebbi_pm_clear_span(s);
-    void *q = ebbi_os.remap((void *)s->start, s->map_size, len, NULL);
+    void *to = NULL, *q = ebbi_os.remap((void *)s->start, s->map_size, len, NULL);
+    if (!q && (to = ebbi_os_map_aligned(len, EBB_PAGE)) && ebbi_pm_ensure((uintptr_t)to, len))
+        q = ebbi_os.remap((void *)s->start, s->map_size, len, to);
     if (!q) {
+        ebbi_pm_set_span(s);
         ebbi_unlock(&ebbi_ph_lock);
-        to = ebbi_os_map_aligned(len, EBB_PAGE);
-        bool ok = to && ebbi_pm_ensure((uintptr_t)to, len);
-        ebbi_lock(&ebbi_ph_lock);
-        if (ok) q = ebbi_os.remap((void *)s->start, s->map_size, len, to);
-        if (!q) {
-            ebbi_pm_set_span(s);
-            ebbi_unlock(&ebbi_ph_lock);
-            if (to) ebbi_os.unmap(to, len);
-            return false;
-        }
+        if (to) ebbi_os.unmap(to, len);
+        return false;
     }
     ebbi_ph_stats.mapped += len - s->map_size;
     ebbi_ph_stats.mapped_direct += len - s->map_size;

@@ -4,8 +4,9 @@
  * caches not drawn on since the previous pass go back to their spans first, so their
  * spans can empty.  The work is driven from the slow paths of malloc and free (at most
  * once per RELEASE_MS/4), and, for processes that stop calling malloc, from a background
- * thread that sleeps RELEASE_MS/4 (at least 100 ms) between passes.  Near the soft limit everything free is
- * released at once.
+ * thread that sleeps RELEASE_MS/4 (at least 100 ms) between passes; that thread also
+ * empties the caches of threads that sleep (thread_cache.c).  Near the soft limit
+ * everything free is released at once.
  *
  * Container awareness: the memory limit of the process's cgroup (v2 memory.max, v1
  * memory.limit_in_bytes) is read at start; EBB_SOFT_LIMIT=90% means 90% of it. */

@@ -263,11 +263,10 @@ __attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threa
  * that the owner is not running: the owner is blocked in a system call, outside every
  * slow path (`busy` clear) and outside every fast path (`in_op` clear on every list: a
  * fast path makes no system call itself, but a signal handler that interrupted one may;
- * the kernel's switch away from the owner made those stores visible), and the kernel's count of its time
- * slices (and its CPU time) did not move while the owner's ebbi_tc was pointed at the
- * empty cache.  When
- * the owner wakes, its next call finds the empty cache and its slow path takes the
- * emptied record back (tc_get).  Off under ThreadSanitizer, which cannot see that
+ * the kernel's switch away from the owner made those stores visible), and the kernel's
+ * count of its time slices (and its CPU time) did not move while the owner's ebbi_tc
+ * was pointed at the empty cache.  When the owner wakes, its next call finds the empty
+ * cache and its slow path takes the emptied record back (tc_get).  Off under ThreadSanitizer, which cannot see that
  * proof and would report the owner's earlier stores. */
 #if defined(__SANITIZE_THREAD__)
 #define IDLE_DRAIN 0
@@ -454,8 +453,7 @@ static void *refill(struct ebb_tcache *tc, unsigned cls) {
 /* A small object whose list is full (or whose thread has no cache yet). */
 void ebbi_tc_free_small(void *p, unsigned cls) {
     struct ebb_tcache *tc = tc_get();
-    if (unlikely(!tc)) {
-        ebbi_check_object(cls, p);
+    if (unlikely(!tc)) { /* p was checked by free's slow path */
         ((uint64_t *)p)[1] = ebbi_free_key;
         ebbi_set_next(p, NULL);
         ebbi_central_push(cls, p, 1);
