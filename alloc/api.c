@@ -22,7 +22,6 @@
 EBB_EXPORT void *ebb_malloc(size_t n) {
     if (likely(n <= EBB_SMALL_MAX)) {
         struct ebb_tc_list *l = &ebbi_tc->lists[ebbi_size_to_class(n)];
-        ebbi_op_begin(l);
         void *p = l->head;
         if (likely(p)) {
             void *next = ebbi_next(p);
@@ -32,11 +31,9 @@ EBB_EXPORT void *ebb_malloc(size_t n) {
                 ebbi_corrupt_link(p);
             l->head = next;
             l->len--;
-            ebbi_op_end(l);
             ((uint64_t *)p)[1] = 0; /* no longer free: clear the double-free key */
             return p;
         }
-        ebbi_op_end(l);
     }
     return ebbi_malloc_slow(n);
 }
@@ -54,17 +51,14 @@ EBB_EXPORT void ebb_free(void *p) {
              * p must be where a block begins (which also makes it 16-aligned), and a
              * block that is free already holds the key. */
             uint64_t off = a - leaf->start[slot];
-            ebbi_op_begin(l);
             if (likely(l->len < l->max) && likely(ebbi_div_ok_at(&l->div, off)) &&
                 likely(((uint64_t *)p)[1] != ebbi_free_key)) {
                 ((uint64_t *)p)[1] = ebbi_free_key;
                 ebbi_set_next(p, l->head);
                 l->head = p;
                 l->len++;
-                ebbi_op_end(l);
                 return;
             }
-            ebbi_op_end(l);
         }
     }
     ebbi_free_slow(p);

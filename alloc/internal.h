@@ -104,6 +104,7 @@ enum ebb_option {
     EBB_OPT_BACKGROUND,       /* background release thread on/off */
     EBB_OPT_THREAD_CACHE_MAX, /* bytes: all thread caches together */
     EBB_OPT_THREAD_CACHE_ONE, /* bytes: one thread's cache at most */
+    EBB_OPT_THREAD_CACHE_BLOCK, /* bytes: bigger blocks are not kept in thread caches */
     EBB_OPT_SOFT_LIMIT,       /* bytes, or percent of the cgroup limit when negative */
     EBB_OPT_MMAP_THRESHOLD,   /* bytes: larger requests get their own mapping */
     EBB_OPT_TRIM_THRESHOLD,   /* bytes of free resident pages kept regardless of age */
@@ -370,24 +371,8 @@ struct ebb_tc_list {
     uint32_t len;
     uint32_t max;
     uint64_t div;  /* ebbi_class_div of the list's class, where free finds it at no cost */
-    /* Set by the owner's fast paths while they work on the list (a signal handler may
-     * interrupt them and block: see idle_detach in thread_cache.c). */
-    uint8_t in_op;
-    uint8_t pad[7]; /* 32 bytes: a shift indexes the lists */
+    uint64_t pad[1]; /* 32 bytes: a shift indexes the lists */
 };
-/* The owner's fast path is inside / outside its list operation: compiler barriers only,
- * ordered for the thread's own signal handlers; the kernel entry that a drainer waits
- * for makes the stores visible to other threads. */
-static inline void ebbi_op_begin(struct ebb_tc_list *l) {
-    /* relaxed atomic (a plain byte store): threads without a cache share the static
-     * empty one, whose flags they all write */
-    __atomic_store_n(&l->in_op, 1, __ATOMIC_RELAXED);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-}
-static inline void ebbi_op_end(struct ebb_tc_list *l) {
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    __atomic_store_n(&l->in_op, 0, __ATOMIC_RELAXED);
-}
 struct ebb_tc_slow {      /* fields only the slow paths read */
     uint32_t active;      /* the slow path saw this list since the last scavenge */
     uint32_t overflows;   /* times len hit max since max last grew */

@@ -29,12 +29,18 @@ static EBB_TLS bool tl_exiting;
 
 static ebb_lock_t tc_list_lock; /* the list of caches, the free records, the budget */
 static struct ebb_tcache *tc_all, *tc_free;
+/* Records emptied while their threads slept (idle_detach): not on tc_all, linked through
+ * prev/next, until their owners take them back or exit. */
+static struct ebb_tcache *tc_parked;
 static size_t tc_threads;
 static _Atomic int64_t budget_left; /* bytes not claimed by any thread */
 /* A thread's fair part of the budget: EBB_THREAD_CACHE_MAX over the threads with a
  * cache, at most EBB_THREAD_CACHE_ONE.  Written under tc_list_lock, read anywhere. */
 static _Atomic size_t tc_share;
 static pthread_key_t tc_key;
+/* The biggest class thread caches hold (EBB_THREAD_CACHE_BLOCK): bigger blocks go to and
+ * from the central tier, where a freed block's span can go straight back to the page heap. */
+static unsigned tc_top_cls;
 
 static inline size_t csize(unsigned cls) { return ebbi_classes[cls].size; }
 
@@ -56,6 +62,8 @@ void ebbi_tc_init(void) {
     }
     if (ebbi_opt(EBB_OPT_THREAD_CACHE_ONE) > total) ebbi_options_set(EBB_OPT_THREAD_CACHE_ONE, total);
     atomic_store(&budget_left, total);
+    int64_t top = ebbi_opt(EBB_OPT_THREAD_CACHE_BLOCK);
+    for (unsigned c = 1; c < EBB_NCLASS && (int64_t)ebbi_classes[c].size <= top; c++) tc_top_cls = c;
     pthread_key_create(&tc_key, ebbi_tc_thread_exit);
 }
 
@@ -177,6 +185,31 @@ static void unlink_cache(struct ebb_tcache *tc) {
     update_share();
 }
 
+static void park_cache(struct ebb_tcache *tc) {
+    tc->prev = NULL;
+    tc->next = tc_parked;
+    if (tc_parked) tc_parked->prev = tc;
+    tc_parked = tc;
+}
+
+static void unpark_cache(struct ebb_tcache *tc) {
+    if (tc->prev) tc->prev->next = tc->next; else tc_parked = tc->next;
+    if (tc->next) tc->next->prev = tc->prev;
+}
+
+/* The owner's lists counted again from their chains, after a drain or a fork that may
+ * have cut a fast path short (each of its stores leaves the chain whole, but `len` may be
+ * off); objects above `max` go back.  Only the owner (or the only thread) calls this. */
+static void recount(struct ebb_tcache *tc) {
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+        struct ebb_tc_list *l = &tc->lists[cls];
+        uint32_t n = 0;
+        for (void *o = l->head; o && n <= MAX_LEN; o = ebbi_next_checked(o)) n++;
+        l->len = n;
+        if (n > l->max) shrink_list(tc, cls, l->max);
+    }
+}
+
 static struct ebb_tcache *tc_create(void) {
     ebbi_lock(&tc_list_lock);
     struct ebb_tcache *tc = tc_free;
@@ -224,16 +257,23 @@ void ebbi_tc_thread_exit(void *arg) {
     /* Under the lock: a drain that failed puts the pointer back under it too. */
     ebbi_lock(&tc_list_lock);
     ebbi_tc = &ebbi_tc_empty;
-    bool detached = tc->detached; /* drained while this thread slept: only the record is left */
+    bool detached = tc->detached; /* drained while this thread slept: a few objects left */
     if (detached) {
         tc->detached = false;
+        unpark_cache(tc);
+    }
+    set_busy(tc, true);
+    ebbi_unlock(&tc_list_lock);
+    if (detached) {
+        recount(tc);
+        tc_flush(tc);
+        ebbi_lock(&tc_list_lock);
         tc->free_next = tc_free;
         tc_free = tc;
-    } else {
-        set_busy(tc, true);
+        ebbi_unlock(&tc_list_lock);
+    } else if (tc->real) {
+        tc_destroy(tc);
     }
-    ebbi_unlock(&tc_list_lock);
-    if (!detached && tc->real) tc_destroy(tc);
 }
 
 void ebbi_tc_flush_self(void) {
@@ -248,9 +288,10 @@ void ebbi_tc_flush_self(void) {
 __attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threads) {
     size_t bytes = 0;
     ebbi_lock(&tc_list_lock);
-    for (struct ebb_tcache *tc = tc_all; tc; tc = tc->next)
-        for (unsigned cls = 1; cls < EBB_NCLASS; cls++)
-            bytes += (size_t)*(volatile uint32_t *)&tc->lists[cls].len * csize(cls);
+    for (int pass = 0; pass < 2; pass++)
+        for (struct ebb_tcache *tc = pass ? tc_parked : tc_all; tc; tc = tc->next)
+            for (unsigned cls = 1; cls < EBB_NCLASS; cls++)
+                bytes += (size_t)*(volatile uint32_t *)&tc->lists[cls].len * csize(cls);
     if (threads) *threads = tc_threads;
     ebbi_unlock(&tc_list_lock);
     return bytes;
@@ -258,16 +299,21 @@ __attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threa
 
 /* ---------------------------------------------------------------- idle threads
  * A thread that stopped calling malloc (parked in a pool, blocked on a queue) would keep
- * its cache for ever, and its fast paths take no lock, so no other thread may touch its
- * lists while it could run.  The release thread empties such a cache when it can show
- * that the owner is not running: the owner is blocked in a system call, outside every
- * slow path (`busy` clear) and outside every fast path (`in_op` clear on every list: a
- * fast path makes no system call itself, but a signal handler that interrupted one may;
- * the kernel's switch away from the owner made those stores visible), and the kernel's
- * count of its time slices (and its CPU time) did not move while the owner's ebbi_tc
- * was pointed at the empty cache.  When the owner wakes, its next call finds the empty
- * cache and its slow path takes the emptied record back (tc_get).  Off under ThreadSanitizer, which cannot see that
- * proof and would report the owner's earlier stores. */
+ * its cache for ever, and its fast paths take no lock, so no other thread may take its
+ * objects while it could run.  The release thread empties such a cache when it can show
+ * that the owner is not running: it is blocked in a system call, outside every slow path
+ * (`busy` clear), and the kernel's count of its time slices (and its CPU time) did not
+ * move while its ebbi_tc was pointed at the empty cache.  When the owner wakes, its next
+ * call finds the empty cache and its slow path takes the record back (tc_get).
+ *
+ * A fast path makes no system call, but a signal handler that interrupted one may block
+ * in one, with the owner's list half-read: a pop may hold the first object and its link
+ * in registers, a push the first object.  Below those two the owner reads nothing until
+ * its next call, so the drain keeps the first two objects of every list and takes the
+ * rest; the pending fast path then finishes on a whole chain, and the owner counts its
+ * lists again when it takes the record back.  So the fast paths mark nothing.
+ * Off under ThreadSanitizer, which cannot see that proof and would report the owner's
+ * earlier stores. */
 #if defined(__SANITIZE_THREAD__)
 #define IDLE_DRAIN 0
 #elif defined(__has_feature)
@@ -305,13 +351,43 @@ static bool in_syscall(int tid) {
 
 static uint64_t idle_emptied; /* under tc_list_lock */
 
-/* In a slow path, or in a fast path (perhaps interrupted by a signal handler that now
- * blocks in a system call). */
 static bool owner_busy(struct ebb_tcache *tc) {
-    if (__atomic_load_n(&tc->busy, __ATOMIC_ACQUIRE)) return true;
-    for (unsigned cls = 1; cls < EBB_NCLASS; cls++)
-        if (__atomic_load_n(&tc->lists[cls].in_op, __ATOMIC_RELAXED)) return true;
-    return false;
+    return __atomic_load_n(&tc->busy, __ATOMIC_ACQUIRE);
+}
+
+/* Give the chain from head, NULL-terminated, to the central tier in batches. */
+static void release_chain(unsigned cls, void *head) {
+    const uint32_t batch = ebbi_classes[cls].batch;
+    while (head) {
+        void *last = head, *next;
+        uint32_t k = 1;
+        while (k < batch && (next = ebbi_next_checked(last))) last = next, k++;
+        next = ebbi_next_checked(last);
+        ebbi_set_next(last, NULL);
+        ebbi_central_push(cls, head, k);
+        head = next;
+    }
+}
+
+/* The drain itself: every list keeps its first two objects (see above), with room for
+ * just those; the rest of the objects and the budget go back. */
+static void keep_two(struct ebb_tcache *tc) {
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+        struct ebb_tc_list *l = &tc->lists[cls];
+        uint32_t keep = 0;
+        void *second = l->head ? ebbi_next_checked(l->head) : NULL;
+        if (l->head) keep = second ? 2 : 1;
+        if (second) {
+            void *rest = ebbi_next_checked(second);
+            ebbi_set_next(second, NULL);
+            release_chain(cls, rest);
+        }
+        l->len = keep;
+        if (l->max > keep) {
+            unclaim(tc, (size_t)(l->max - keep) * csize(cls));
+            l->max = keep;
+        }
+    }
 }
 
 /* Under tc_list_lock: empty tc if its owner provably cannot run meanwhile. */
@@ -326,8 +402,9 @@ static bool idle_detach(struct ebb_tcache *tc) {
         __atomic_store_n(tc->tls_slot, tc, __ATOMIC_SEQ_CST);
         return false;
     }
-    tc_flush(tc);
+    keep_two(tc);
     unlink_cache(tc);
+    park_cache(tc);
     tc->real = false;
     tc->detached = true;
     return true;
@@ -368,15 +445,18 @@ static struct ebb_tcache *tc_get(void) {
     tc = pthread_getspecific(tc_key);
     if (tc) {
         ebbi_lock(&tc_list_lock);
-        if (tc->detached) {
+        bool detached = tc->detached;
+        if (detached) {
             tc->detached = false;
             tc->real = true;
             tc->last_scavenge_ms = tc->last_tick_ms = ebbi_now_ms();
+            unpark_cache(tc);
             link_cache(tc);
         }
         ebbi_tc = tc;
         set_busy(tc, true);
         ebbi_unlock(&tc_list_lock);
+        if (detached) recount(tc);
         return tc;
     }
     tc = tc_create();
@@ -411,13 +491,14 @@ void *ebbi_malloc_slow(size_t n) {
     if (n > EBB_SMALL_MAX) return ebbi_large_alloc(n, 0, false);
     ebbi_ensure_init();
     unsigned cls = ebbi_size_to_class(n);
-    struct ebb_tcache *tc = tc_get();
-    if (unlikely(!tc)) { /* exiting thread: straight from the central tier */
+    struct ebb_tcache *tc = cls <= tc_top_cls ? tc_get() : NULL;
+    if (unlikely(!tc)) { /* a big block, or an exiting thread: straight from the central tier */
         void *p;
         size_t got = ebbi_central_pop(cls, 1, &p);
         if (!got) goto oom;
         if (got > 1) ebbi_central_push(cls, ebbi_next(p), got - 1);
         ((uint64_t *)p)[1] = 0;
+        ebbi_release_tick();
         return p;
     }
     void *p = refill(tc, cls);
@@ -452,11 +533,12 @@ static void *refill(struct ebb_tcache *tc, unsigned cls) {
 
 /* A small object whose list is full (or whose thread has no cache yet). */
 void ebbi_tc_free_small(void *p, unsigned cls) {
-    struct ebb_tcache *tc = tc_get();
+    struct ebb_tcache *tc = cls <= tc_top_cls ? tc_get() : NULL;
     if (unlikely(!tc)) { /* p was checked by free's slow path */
         ((uint64_t *)p)[1] = ebbi_free_key;
         ebbi_set_next(p, NULL);
         ebbi_central_push(cls, p, 1);
+        ebbi_release_tick();
         return;
     }
     struct ebb_tc_list *l = &tc->lists[cls];
@@ -490,21 +572,31 @@ void ebbi_tc_fork_parent(void) { ebbi_unlock(&tc_list_lock); }
  * central tier instead of being lost.  Those threads may have been in the middle of a
  * fast-path push or pop when the parent forked: every store keeps the chain from `head`
  * whole and NULL-terminated, but `len` may be one off, so it is recounted from the chain
- * (an object caught between the two stores of a push is not on the chain: it stays lost). */
+ * (an object caught between the two stores of a push is not on the chain: it stays lost).
+ * The forking thread's own record, parked or not, is known by its TLS slot. */
 void ebbi_tc_fork_child(void) {
     ebbi_lock_reset(&tc_list_lock);
-    struct ebb_tcache *self = ebbi_tc, *tc = tc_all, *next;
-    if (self->real) self->tid = (int)syscall(SYS_gettid); /* the child's own thread id */
-    for (; tc; tc = next) {
+    struct ebb_tcache *tc, *next;
+    for (tc = tc_parked; tc; tc = next) {
         next = tc->next;
-        if (tc == self) continue;
-        for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
-            struct ebb_tc_list *l = &tc->lists[cls];
-            uint32_t n = 0;
-            for (void *o = l->head; o && n <= MAX_LEN; o = ebbi_next(o)) n++;
-            l->len = n;
-            if (l->max < n) l->max = n;
+        if (tc->tls_slot == &ebbi_tc) {
+            tc->tid = (int)syscall(SYS_gettid);
+            continue;
         }
+        unpark_cache(tc);
+        tc->detached = false;
+        recount(tc);
+        tc_flush(tc);
+        tc->free_next = tc_free;
+        tc_free = tc;
+    }
+    for (tc = tc_all; tc; tc = next) {
+        next = tc->next;
+        if (tc->tls_slot == &ebbi_tc) {
+            tc->tid = (int)syscall(SYS_gettid); /* the child's own thread id */
+            continue;
+        }
+        recount(tc);
         tc_destroy(tc);
     }
 }

@@ -86,6 +86,35 @@ static void released_after_release_ms_not_before(void **st) {
     assert_true(seen - t0 <= 300 + 2000);
 }
 
+/* Blocks above EBB_THREAD_CACHE_BLOCK (32 KiB) skip the thread cache: a freed one goes
+ * to its span at once, and a span of one block back to the page heap.  Smaller ones stay
+ * in the freeing thread's list. */
+static void big_blocks_skip_the_thread_cache(void **st) {
+    (void)st;
+    unsigned small = ebbi_size_to_class(16000), big = ebbi_size_to_class(100000);
+    assert_true(ebbi_classes[small].size <= 32 * 1024);
+    assert_true(ebbi_classes[big].size > 32 * 1024);
+    assert_int_equal(ebbi_class_objects(big), 1);
+    void *keep = ebb_malloc(64); /* this thread has a cache */
+    void *p = ebb_malloc(16000), *q = ebb_malloc(100000);
+    touch(p, 16000);
+    touch(q, 100000);
+    uint32_t small_len = ebbi_tc->lists[small].len;
+    struct ebb_page_heap_stats before, after;
+    ebbi_page_heap_stats(&before);
+    ebb_free(p);
+    ebb_free(q);
+    ebbi_page_heap_stats(&after);
+    assert_int_equal(ebbi_tc->lists[small].len, small_len + 1); /* cached */
+    assert_int_equal(ebbi_tc->lists[big].len, 0);
+    assert_int_equal(ebbi_tc->lists[big].max, 0);
+    /* q's span went back: its pages are free (resident, or released by the cap) */
+    assert_true((after.free_res + after.released) - (before.free_res + before.released) >=
+                (size_t)ebbi_classes[big].pages * EBB_PAGE);
+    assert_true(ebbi_pm_span((uintptr_t)q)->state == SPAN_FREE);
+    ebb_free(keep);
+}
+
 /* ---------------------------------------------------------------- real kernel */
 static void rss_falls_after_free(void **st) {
     (void)st;
@@ -295,6 +324,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(size_options_parse),
         cmocka_unit_test(trim_returns_exactly_the_freed_pages),
+        cmocka_unit_test(big_blocks_skip_the_thread_cache),
         cmocka_unit_test(released_after_release_ms_not_before),
         cmocka_unit_test(rss_falls_after_free),
         cmocka_unit_test(malloc_trim_drops_rss_now),
