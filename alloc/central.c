@@ -59,6 +59,7 @@ static struct ebb_span *new_span(unsigned cls) {
     struct ebb_span *s = ebbi_page_alloc_locked(ci->pages, 1);
     if (!s) {
         ebbi_unlock(&ebbi_ph_lock);
+        ebbi_page_release_finish();
         return NULL;
     }
     s->state = SPAN_SMALL;
@@ -68,6 +69,7 @@ static struct ebb_span *new_span(unsigned cls) {
     s->end = (char *)s->start + (size_t)s->objects * ci->size;
     ebbi_pm_set_span(s);
     ebbi_unlock(&ebbi_ph_lock);
+    ebbi_page_release_finish(); /* what the allocation traded away (see page_alloc) */
     /* The unused tail, if any (a multiple of 16 bytes), holds the key where a block
      * there would: a pointer to it is a multiple of the size from the span's start and
      * passes free's block-start check, but not its double-free check. */

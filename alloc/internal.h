@@ -305,7 +305,7 @@ struct ebb_page_heap_stats {
 extern ebb_lock_t ebbi_ph_lock;
 struct ebb_span *ebbi_page_alloc(size_t npages, size_t align_pages); /* locks itself */
 void ebbi_page_free(struct ebb_span *s);
-struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages);
+struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages); /* then ebbi_page_release_finish */
 void ebbi_page_free_locked(struct ebb_span *s);
 #define EBB_FREE_RATIO 8                  /* see check_free_ratio in page_heap.c */
 #define EBB_FREE_FLOOR ((size_t)64 << 20) /* ... at most 1/16 of a cgroup limit */

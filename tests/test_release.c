@@ -86,6 +86,34 @@ static void released_after_release_ms_not_before(void **st) {
     assert_true(seen - t0 <= 300 + 2000);
 }
 
+/* A request that no resident free span fits raises RSS; twice its size of the oldest
+ * resident free memory goes back at once (above 16 MiB of it), so holes too small for
+ * what is asked do not stay resident while RSS grows. */
+static void unfit_holes_traded_for_growth(void **st) {
+    (void)st;
+    install_fake();
+    ebb_malloc_trim(0);
+    enum { N = 48 };
+    void *b[N];
+    for (int i = 0; i < N; i++) {
+        b[i] = ebb_malloc(1 << 20);
+        touch(b[i], 1 << 20);
+    }
+    for (int i = 0; i < N; i += 2) ebb_free(b[i]); /* 24 holes of 1 MiB between live blocks */
+    struct ebb_page_heap_stats before, after;
+    ebbi_page_heap_stats(&before);
+    assert_true(before.free_res >= (24u << 20));
+    fake_bytes = 0;
+    void *big = ebb_malloc(4 << 20); /* fits no hole */
+    ebbi_page_heap_stats(&after);
+    printf("# resident free %zu -> %zu KiB, %zu KiB released\n", before.free_res >> 10,
+           after.free_res >> 10, (size_t)fake_bytes >> 10);
+    assert_true(fake_bytes >= (8u << 20));
+    assert_true(after.free_res + (8u << 20) <= before.free_res);
+    ebb_free(big);
+    for (int i = 1; i < N; i += 2) ebb_free(b[i]);
+}
+
 /* Blocks above EBB_THREAD_CACHE_BLOCK (32 KiB) skip the thread cache: a freed one goes
  * to its span at once, and a span of one block back to the page heap.  Smaller ones stay
  * in the freeing thread's list. */
@@ -325,6 +353,7 @@ int main(void) {
         cmocka_unit_test(size_options_parse),
         cmocka_unit_test(trim_returns_exactly_the_freed_pages),
         cmocka_unit_test(big_blocks_skip_the_thread_cache),
+        cmocka_unit_test(unfit_holes_traded_for_growth),
         cmocka_unit_test(released_after_release_ms_not_before),
         cmocka_unit_test(rss_falls_after_free),
         cmocka_unit_test(malloc_trim_drops_rss_now),
