@@ -10,7 +10,6 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -18,67 +17,154 @@
 #define EBB_OVERRIDE 0
 #endif
 
-/* ---------------------------------------------------------------- fast paths */
+/* ---------------------------------------------------------------- fast paths
+ * malloc: the class from the cache's own table (n <= 1024; beyond, ebbi_malloc_medium),
+ * the head of its list, decoded and checked with its second word (the double-free key:
+ * word0 ^ word1 ^ mix must have no tag bit, see free lists in internal.h; the end of a
+ * list fails the same check), the profile's countdown, then the pop: head, room, key
+ * cleared.
+ * free: the class map's entry for p's page (class and span start; no NULL to test, an
+ * address ebbmalloc never had finds class 0), the block-start check against the
+ * class's reciprocal (0 where the list must not take p: class 0, classes thread caches
+ * do not keep, the empty cache), the double-free key, one of the list's room, then the
+ * push: both words of p with one 16-byte XOR of the head against (secret, key), and the
+ * head, last, so that a stopped free never leaves the head at a half-written object
+ * (see idle_detach).
+ * On x86-64 each is written out in assembly, so that the instructions and the order of
+ * the stores are those described (15 and 25 instructions, 17 for malloc with the
+ * countdown); the C below is the same algorithm, for other CPUs and for the sanitizer
+ * builds, which must see every access. */
+#if defined(__x86_64__) && !EBB_TSAN && !defined(__SANITIZE_ADDRESS__)
+#define FAST_ASM 1
+#else
+#define FAST_ASM 0
+#endif
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* n's list in tc, class cls: the pop, or the slow path. */
+static inline __attribute__((always_inline)) void *pop_fast(struct ebb_tcache *tc, size_t cls, size_t n) {
+    uint64_t *p = tc->head[cls];
+    uint64_t next = p[0] ^ p[1] ^ __atomic_load_n(&ebbi_link_mix, __ATOMIC_RELAXED);
+    if (unlikely(next & ebbi_link_tagmask)) return ebbi_malloc_miss(n);
+    if (unlikely((tc->prof_left -= (int64_t)n) < 0)) return ebbi_malloc_sample(n);
+    tc->head[cls] = (void *)next;
+    tc->room[cls] += EBB_TC_ROOM_ONE;
+    p[1] = 0; /* no longer free */
+    ebbi_tsan_release(tc);
+    return p;
+}
+
+/* 1024 < n: the class from the shared table (or the slow path for large blocks). */
+EBB_NOINLINE void *ebbi_malloc_medium(size_t n) {
+    if (n > EBB_SMALL_MAX) return ebbi_malloc_slow(n);
+    return pop_fast(ebbi_tc_mine(), ebbi_size_to_class(n), n);
+}
+
+#if FAST_ASM
 EBB_EXPORT void *ebb_malloc(size_t n) {
-    if (likely(n <= EBB_SMALL_MAX)) {
-        struct ebb_tc_list *l = &ebbi_tc->lists[ebbi_size_to_class(n)];
-        void *p = l->head;
-        if (likely(p)) {
-            void *next = ebbi_next(p);
-            /* A free block holds the key in its second word and an aligned link in its
-             * first: anything else means it was written after it was freed. */
-            if (unlikely(((uint64_t *)p)[1] != ebbi_free_key || ((uintptr_t)next & (EBB_MIN_ALIGN - 1))))
-                ebbi_corrupt_link(p);
-            l->head = next;
-            l->len--;
-            ((uint64_t *)p)[1] = 0; /* no longer free: clear the double-free key */
-            return p;
-        }
-    }
-    return ebbi_malloc_slow(n);
+    void *p;
+    /* clang-format off */
+    __asm__ goto("movq ebbi_tc@gottpoff(%%rip), %%rdx\n\t"
+                 "movq %%fs:(%%rdx), %%rdx\n\t"                            /* tc */
+                 "cmpq $" STR(EBB_TC_DIRECT) ", %[n]\n\t"
+                 "ja %l[medium]\n\t"
+                 "movzbl " STR(EBB_TC_CLS_OF_OFF) "(%%rdx,%[n]), %%ecx\n\t" /* class */
+                 "movq (%%rdx,%%rcx,8), %[p]\n\t"                           /* head */
+                 "movq (%[p]), %%rsi\n\t"
+                 "xorq 8(%[p]), %%rsi\n\t"
+                 "xorq ebbi_link_mix(%%rip), %%rsi\n\t"                     /* next */
+                 "testq %%rsi, ebbi_link_tagmask(%%rip)\n\t"
+                 "jne %l[miss]\n\t"
+                 "subq %[n], " STR(EBB_TC_PROF_OFF) "(%%rdx)\n\t"
+                 "js %l[sample]\n\t"
+                 "movq %%rsi, (%%rdx,%%rcx,8)\n\t"
+                 "addq $" STR(EBB_TC_ROOM_UNIT) ", " STR(EBB_TC_ROOM_OFF) "(%%rdx,%%rcx,8)\n\t"
+                 "movq $0, 8(%[p])"
+                 : [p] "=&a"(p)
+                 : [n] "D"(n)
+                 : "rcx", "rdx", "rsi", "cc", "memory"
+                 : medium, miss, sample);
+    /* clang-format on */
+    return p;
+medium:
+    return ebbi_malloc_medium(n);
+miss:
+    return ebbi_malloc_miss(n);
+sample:
+    return ebbi_malloc_sample(n);
+}
+
+EBB_EXPORT void ebb_free(void *p) {
+    /* clang-format off */
+    __asm__ goto("movq %[p], %%rax\n\t"
+                 "shrq $" STR(EBB_CM_ROOT_SHIFT) ", %%rax\n\t"
+                 "cmpq ebbi_cm_last(%%rip), %%rax\n\t"
+                 "jg %l[slow]\n\t"
+                 "leaq ebbi_cm_root(%%rip), %%rcx\n\t"
+                 "movq (%%rcx,%%rax,8), %%rax\n\t"                  /* leaf, biased */
+                 "movq %[p], %%rcx\n\t"
+                 "shrq $" STR(EBB_PAGE_SHIFT) ", %%rcx\n\t"
+                 "movl 4(%%rax,%%rcx,8), %%esi\n\t"                 /* class */
+                 "movl %k[p], %%edx\n\t"
+                 "subl (%%rax,%%rcx,8), %%edx\n\t"                  /* offset in the span */
+                 "movq ebbi_tc@gottpoff(%%rip), %%rax\n\t"
+                 "movq %%fs:(%%rax), %%rax\n\t"                     /* tc */
+                 "imulq " STR(EBB_TC_DIV_OFF) "(%%rax,%%rsi,8), %%rdx\n\t"
+                 "cmpq " STR(EBB_TC_ROOM_OFF) "(%%rax,%%rsi,8), %%rdx\n\t"
+                 "jae %l[slow]\n\t"                                 /* not a block, or full */
+                 "movq 8(%[p]), %%rcx\n\t"
+                 "cmpq ebbi_link_keys+8(%%rip), %%rcx\n\t"
+                 "je %l[slow]\n\t"                                  /* free already */
+                 "subq $" STR(EBB_TC_ROOM_UNIT) ", " STR(EBB_TC_ROOM_OFF) "(%%rax,%%rsi,8)\n\t"
+                 "movq (%%rax,%%rsi,8), %%xmm0\n\t"
+                 "pxor ebbi_link_keys(%%rip), %%xmm0\n\t"
+                 "movups %%xmm0, (%[p])\n\t"
+                 "movq %[p], (%%rax,%%rsi,8)"
+                 :
+                 : [p] "D"(p)
+                 : "rax", "rcx", "rdx", "rsi", "xmm0", "cc", "memory"
+                 : slow);
+    /* clang-format on */
+    return;
+slow:
+    ebbi_free_slow(p);
+}
+#else
+EBB_EXPORT void *ebb_malloc(size_t n) {
+    struct ebb_tcache *tc = ebbi_tc_mine();
+    if (likely(n <= EBB_TC_DIRECT)) return pop_fast(tc, tc->cls_of[n], n);
+    return ebbi_malloc_medium(n);
 }
 
 EBB_EXPORT void ebb_free(void *p) {
     uintptr_t a = (uintptr_t)p;
-    size_t root = a >> EBB_PM_LEAF_SHIFT; /* out of range above 2^48 */
-    if (likely(root < (1u << EBB_PM_ROOT_BITS))) {
-        struct ebb_pm_leaf *leaf = ebbi_pm_root[root];
-        if (likely(leaf)) {
-            size_t slot = ebbi_pm_slot(a);
-            size_t cls = leaf->cls[slot];
-            struct ebb_tc_list *l = &ebbi_tc->lists[cls];
-            /* Class 0 (not a small object) and a thread without a cache have max == 0.
-             * p must be where a block begins (which also makes it 16-aligned), and a
-             * block that is free already holds the key. */
-            uint64_t off = a - leaf->start[slot];
-            if (likely(l->len < l->max) && likely(ebbi_div_ok_at(&l->div, off)) &&
-                likely(((uint64_t *)p)[1] != ebbi_free_key)) {
-                ((uint64_t *)p)[1] = ebbi_free_key;
-                ebbi_set_next(p, l->head);
-                l->head = p;
-                l->len++;
-                return;
-            }
+    intptr_t r = (intptr_t)(a >> EBB_CM_ROOT_SHIFT);
+    if (likely(r <= __atomic_load_n(&ebbi_cm_last, __ATOMIC_RELAXED))) {
+        uintptr_t leaf = __atomic_load_n(&ebbi_cm_root[r], __ATOMIC_RELAXED);
+        uint64_t e = __atomic_load_n((const uint64_t *)(leaf + (a >> EBB_PAGE_SHIFT) * 8), __ATOMIC_RELAXED);
+        struct ebb_cm_entry ent;
+        memcpy(&ent, &e, sizeof ent);
+        size_t cls = ent.cls;
+        struct ebb_tcache *tc = ebbi_tc_mine();
+        uint64_t x = (uint32_t)a - ent.start;
+        if (likely(x * tc->div[cls] < (uint64_t)tc->room[cls]) &&
+            likely(((uint64_t *)p)[1] != ebbi_free_key)) {
+            tc->room[cls] -= EBB_TC_ROOM_ONE;
+            ((uint64_t *)p)[1] = ebbi_free_key;
+            ebbi_set_next(p, tc->head[cls]);
+            atomic_signal_fence(memory_order_seq_cst); /* p's words before the head */
+            tc->head[cls] = p;
+            ebbi_tsan_release(tc);
+            return;
         }
     }
     ebbi_free_slow(p);
 }
-
-/* ---------------------------------------------------------------- misuse */
-void ebbi_corrupt_link(void *obj) {
-    unsigned cls = 0;
-    uintptr_t a = (uintptr_t)obj;
-    if (!(a >> EBB_ADDR_BITS) && ebbi_pm_leaf(a)) cls = ebbi_pm_leaf(a)->cls[ebbi_pm_slot(a)];
-    ebbi_fatal("malloc(): corrupted free list: the link in free block %p (%u-byte size class) "
-               "was overwritten (heap overflow or use after free)",
-               obj, ebbi_classes[cls].size);
-}
-
+#endif
 
 /* ---------------------------------------------------------------- large blocks */
-void *ebbi_large_alloc(size_t n, size_t align, bool zero) {
-    if (n > PTRDIFF_MAX) goto oom;
-    ebbi_ensure_init();
+struct ebb_span *ebbi_large_span(size_t n, size_t align, bool zero) {
     struct ebb_span *s;
     /* Big requests, and alignments above a huge page (their padding is unmapped again),
      * get a mapping of their own. */
@@ -88,8 +174,16 @@ void *ebbi_large_alloc(size_t n, size_t align, bool zero) {
         size_t np = (n + EBB_PAGE - 1) >> EBB_PAGE_SHIFT;
         s = ebbi_page_alloc(np ? np : 1, align > EBB_PAGE ? align >> EBB_PAGE_SHIFT : 1);
     }
+    if (s && zero && !s->zeroed) memset((void *)s->start, 0, n);
+    return s;
+}
+
+void *ebbi_large_alloc(size_t n, size_t align, bool zero) {
+    if (n > PTRDIFF_MAX) goto oom;
+    ebbi_ensure_init();
+    struct ebb_span *s = ebbi_large_span(n, align, zero);
     if (!s) goto oom;
-    if (zero && !s->zeroed) memset((void *)s->start, 0, n);
+    ebbi_prof_count_large(s, n); /* every request above 256 KiB passes here */
     ebbi_release_tick();
     return (void *)s->start;
 oom:
@@ -98,85 +192,33 @@ oom:
 }
 
 void ebbi_large_free(struct ebb_span *s) {
-    if (s->state == SPAN_MAPPED)
-        ebbi_mapped_free(s);
-    else
-        ebbi_page_free(s);
+    if (s->state == SPAN_MAPPED) ebbi_mapped_free(s);
+    else ebbi_page_free(s);
     ebbi_release_tick();
 }
 
 /* The span that p is the start of a large block of, or NULL. */
 static struct ebb_span *large_span(void *p) {
     struct ebb_span *s = ebbi_pm_span((uintptr_t)p);
-    if (s && s->start == (uintptr_t)p && (s->state == SPAN_LARGE || s->state == SPAN_MAPPED))
-        return s;
+    if (s && s->start == (uintptr_t)p && (s->state == SPAN_LARGE || s->state == SPAN_MAPPED)) return s;
     return NULL;
 }
 
-static unsigned small_class(void *p) {
-    uintptr_t a = (uintptr_t)p;
-    if (a >> EBB_ADDR_BITS) return 0;
-    struct ebb_pm_leaf *leaf = ebbi_pm_leaf(a);
-    return leaf ? leaf->cls[ebbi_pm_slot(a)] : 0;
-}
-
-/* p, in a page of a class-cls span, is where one of its blocks begins. */
-static bool small_start(void *p, unsigned cls) {
-    uintptr_t a = (uintptr_t)p;
-    return ebbi_block_start(cls, a - ebbi_pm_leaf(a)->start[ebbi_pm_slot(a)]);
-}
-
-/* The span whose pages hold address a, or NULL.  The page map knows every page of a
- * small-object span but only the first and last page of any other, so look back
- * through the leaf for the nearest page it knows (a diagnostic: no lock, and span
- * records are never unmapped, so a racing change gives a wrong answer, not a fault). */
-static struct ebb_span *span_around(uintptr_t a) {
-    if (a >> EBB_ADDR_BITS) return NULL;
-    struct ebb_pm_leaf *leaf = ebbi_pm_leaf(a);
-    if (!leaf) return NULL;
-    for (size_t i = ebbi_pm_slot(a) + 1; i-- > 0;) {
-        struct ebb_span *s = leaf->span[i];
-        if (!s) continue;
-        return a >= s->start && a < s->start + (s->npages << EBB_PAGE_SHIFT) ? s : NULL;
-    }
-    return NULL;
-}
-
-#define STALE_OR_INTERIOR "not its start: an interior pointer, or a block freed earlier whose memory was reused"
-
-/* Names the fault in p, which free() or realloc() could not accept, and stops. */
-static EBB_COLD void reject(const char *what, void *p) {
-    unsigned cls = small_class(p);
-    if (cls) {
-        struct ebb_span *sp = ebbi_pm_span((uintptr_t)p);
-        if (sp && (char *)p >= sp->end)
-            ebbi_fatal("%s: invalid pointer %p (past the last %u-byte block of its span)", what, p,
-                       ebbi_classes[cls].size);
-        if (!small_start(p, cls))
-            ebbi_fatal("%s: invalid pointer %p (inside a %u-byte block, " STALE_OR_INTERIOR ")", what,
-                       p, ebbi_classes[cls].size);
-        ebbi_fatal("%s: double free of %p (%u-byte size class)", what, p, ebbi_classes[cls].size);
-    }
-    struct ebb_span *s = span_around((uintptr_t)p);
-    if (s && (s->state == SPAN_FREE || s->state == SPAN_RELEASING))
-        ebbi_fatal("%s: double free of %p (large block, or a block whose pages are free already)",
-                   what, p);
-    if (s)
-        ebbi_fatal("%s: invalid pointer %p (inside a large block, " STALE_OR_INTERIOR ")", what, p);
-    ebbi_fatal("%s: invalid pointer %p (not a block ebbmalloc handed out, or one already freed "
-               "whose memory went back)", what, p);
-}
+static unsigned small_class(void *p) { return ebbi_pm_class((uintptr_t)p); }
+static bool small_start(void *p, unsigned cls) { return ebbi_pm_block_start((uintptr_t)p, cls); }
 
 void ebbi_free_slow(void *p) {
     if (!p) return;
     int saved = errno;
     unsigned cls = small_class(p);
     if (cls) {
-        if (!small_start(p, cls) || ((uint64_t *)p)[1] == ebbi_free_key) reject("free()", p);
+        if (!small_start(p, cls) || ((uint64_t *)p)[1] == ebbi_free_key || ebbi_central_routed_free(p, cls))
+            ebbi_reject("free()", p);
         ebbi_tc_free_small(p, cls);
     } else {
         struct ebb_span *s = large_span(p);
-        if (!s) reject("free()", p);
+        if (!s) ebbi_reject("free()", p);
+        if (s->cls) ebbi_prof_free(s); /* a sampled block */
         ebbi_large_free(s);
     }
     errno = saved;
@@ -187,6 +229,8 @@ size_t ebbi_usable_size(void *p) {
     if (cls) return ebbi_classes[cls].size;
     struct ebb_span *s = large_span(p);
     if (!s) return 0;
+    /* a sampled small block has the usable size its class would give it */
+    if (s->cls && s->cls != EBB_CLS_SAMPLED_LARGE) return ebbi_classes[s->cls].size;
     return s->state == SPAN_MAPPED ? s->map_size : s->npages << EBB_PAGE_SHIFT;
 }
 
@@ -221,12 +265,16 @@ static void *aligned(size_t align, size_t n) {
 
 static bool pow2(size_t x) { return x && !(x & (x - 1)); }
 
+/* Failing, it also leaves errno at ENOMEM, as glibc's does (programs check either). */
 EBB_EXPORT int ebb_posix_memalign(void **memptr, size_t align, size_t n) {
     if (!pow2(align) || align % sizeof(void *)) return EINVAL;
     int saved = errno;
     void *p = aligned(align, n);
+    if (!p) {
+        errno = ENOMEM;
+        return ENOMEM;
+    }
     errno = saved;
-    if (!p) return ENOMEM;
     *memptr = p;
     return 0;
 }
@@ -255,15 +303,7 @@ EBB_EXPORT void *ebb_memalign(size_t align, size_t n) {
     return aligned(align, n);
 }
 
-static size_t os_page(void) {
-    static size_t ps; /* the same value whichever thread stores it first */
-    size_t v = __atomic_load_n(&ps, __ATOMIC_RELAXED);
-    if (!v) {
-        v = (size_t)sysconf(_SC_PAGESIZE);
-        __atomic_store_n(&ps, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
+static size_t os_page(void) { return ebbi_os_page_size(); }
 
 EBB_EXPORT void *ebb_valloc(size_t n) { return aligned(os_page(), n); }
 
@@ -288,24 +328,38 @@ EBB_EXPORT void *ebb_realloc(void *p, size_t n) {
     unsigned cls = small_class(p);
     size_t old;
     if (cls) {
-        if (!small_start(p, cls) || ((uint64_t *)p)[1] == ebbi_free_key) reject("realloc()", p);
+        if (!small_start(p, cls) || ((uint64_t *)p)[1] == ebbi_free_key) ebbi_reject("realloc()", p);
         old = ebbi_classes[cls].size;
         if (n <= old && n > old / 2) return p;
     } else {
         struct ebb_span *s = large_span(p);
-        if (!s) reject("realloc()", p);
+        if (!s) ebbi_reject("realloc()", p);
         old = ebbi_usable_size(p);
+        if (s->cls && s->cls != EBB_CLS_SAMPLED_LARGE) {
+            /* a sampled small block stays where a small one would */
+            if (n <= old && n > old / 2) {
+                ebbi_prof_resize(s, n);
+                return p;
+            }
+            goto move;
+        }
         /* A block with its own mapping that stays big moves with mremap: no copy. */
         if (s->state == SPAN_MAPPED && n >= (size_t)ebbi_opt(EBB_OPT_MMAP_THRESHOLD) / 2 &&
-            n <= PTRDIFF_MAX && ebbi_mapped_resize(s, n))
+            n <= PTRDIFF_MAX && ebbi_mapped_resize(s, n)) {
+            /* growing is a request for the new size; shrinking keeps the sample */
+            if (n > old) ebbi_prof_regrow(s, n);
+            else if (s->cls) ebbi_prof_resize(s, n);
             return (void *)s->start;
+        }
         if (n <= old && n > EBB_SMALL_MAX) {
             /* Shrink in place; give back the tail when it is a quarter or more. */
             size_t np = (n + EBB_PAGE - 1) >> EBB_PAGE_SHIFT;
             if (s->state == SPAN_LARGE && (s->npages - np) * 4 >= s->npages) ebbi_page_shrink(s, np);
+            if (s->cls) ebbi_prof_resize(s, n);
             return p;
         }
     }
+move:
     if (n > PTRDIFF_MAX) {
         errno = ENOMEM;
         return NULL;

@@ -7,13 +7,27 @@
  * Resident free spans are also on an age list, oldest first, which is what the release
  * policy walks: a span's age is the time it was last freed or merged.
  *
+ * Kernel pages bigger than ebbmalloc's (16 or 64 KiB on arm64; `kpage_big`): the kernel
+ * drops memory in whole kernel pages, so
+ *   - a release covers only the whole kernel pages inside the span (rounded inward):
+ *     a kernel page that holds any byte not free is never dropped;
+ *   - a resident free span that holds no whole kernel page cannot be released until it
+ *     merges with a neighbour: it is kept off the age list (on `stuck` instead), so the
+ *     release passes do not walk it again and again;
+ *   - every released span starts and ends on a kernel page (invariant, checked by
+ *     ebbi_page_heap_verify): a block carved from a released span takes the rest of the
+ *     kernel pages it touches out of the released set as resident free memory, which is
+ *     what they become when the block is written.  So a kernel page is wholly released or
+ *     wholly not, and a freed block merges with the rest of its kernel pages.
+ * With 4 KiB kernel pages every ebbmalloc page is two whole kernel pages and none of this
+ * changes anything.
+ *
  * Everything here runs under ebbi_ph_lock. */
 #include <string.h>
 
 #include "internal.h"
 
 #define EXACT_MAX 128 /* free lists for 1..128 pages; longer spans share one list */
-#define HUGE_SIZE ((size_t)2 << 20)
 /* Resident free memory below this is never traded for a request (see page_alloc). */
 #define SWAP_FLOOR ((size_t)16 << 20)
 
@@ -24,14 +38,43 @@ struct free_set {
 };
 
 ebb_lock_t ebbi_ph_lock;
-/* SPAN_RELEASING spans (see ebbi_page_release_finish); how many are not in flight. */
-static struct ebb_span_list releasing;
+/* SPAN_RELEASING spans (see ebbi_page_release_finish); how many are not in flight.
+ * releasing_waiting is written under the lock and read without it, relaxed, as a hint
+ * only: every thread that cuts a span out for release calls ebbi_page_release_finish
+ * after dropping the lock and so reads its own increment (or a later 0 stored by a
+ * thread that took its span), and the spans themselves are taken under the lock. */
+static struct ebb_span_list cut_out;
 static size_t releasing_waiting;
 struct ebb_page_heap_stats ebbi_ph_stats;
 static struct free_set set_resident, set_released;
 /* Age list of resident free spans, oldest at the head.  Invariant: free_since_ms never
  * decreases from head to tail (pieces cut from a span keep its place and its age). */
 static struct ebb_span *lru_head, *lru_tail;
+/* Resident free spans that hold no whole kernel page, `stuck` set, linked through their
+ * lru fields (in no order): in the resident set for allocation, but not on the age list.
+ * Their bytes: ebbi_ph_stats.unreleasable.  Empty with 4 KiB kernel pages. */
+static struct ebb_span *stuck_head;
+
+/* The kernel page where it is bigger than an ebbmalloc page, else 0. */
+static size_t kpage_big(void) {
+    size_t k = ebbi_os_page_size();
+    return k > EBB_PAGE ? k : 0;
+}
+
+static uintptr_t round_down(uintptr_t a, size_t unit) { return a & ~(uintptr_t)(unit - 1); }
+static uintptr_t round_up(uintptr_t a, size_t unit) { return (a + unit - 1) & ~(uintptr_t)(unit - 1); }
+
+/* Sizes of ebbmalloc's own mappings: whole ebbmalloc pages and whole kernel pages. */
+static size_t map_round(size_t n) {
+    size_t k = kpage_big(), unit = k ? k : EBB_PAGE;
+    return n > SIZE_MAX - unit ? 0 : round_up(n, unit);
+}
+
+/* The span holds at least one whole kernel page, so a release can return something. */
+static bool holds_kpage(const struct ebb_span *s) {
+    size_t k = kpage_big();
+    return !k || round_up(s->start, k) + k <= s->start + (s->npages << EBB_PAGE_SHIFT);
+}
 
 #define LRU_PREV(s) ((s)->lru_prev)
 #define LRU_NEXT(s) ((s)->lru_next)
@@ -47,10 +90,8 @@ void ebbi_span_list_push(struct ebb_span_list *l, struct ebb_span *s) {
 }
 
 void ebbi_span_list_remove(struct ebb_span_list *l, struct ebb_span *s) {
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        l->head = s->next;
+    if (s->prev) s->prev->next = s->next;
+    else l->head = s->next;
     if (s->next) s->next->prev = s->prev;
     s->prev = s->next = NULL;
     l->count--;
@@ -65,26 +106,36 @@ static void lru_insert(struct ebb_span *s, struct ebb_span *after) {
     if (after == AT_TAIL) after = lru_tail;
     LRU_PREV(s) = after;
     LRU_NEXT(s) = after ? LRU_NEXT(after) : lru_head;
-    if (LRU_NEXT(s))
-        LRU_PREV(LRU_NEXT(s)) = s;
-    else
-        lru_tail = s;
-    if (after)
-        LRU_NEXT(after) = s;
-    else
-        lru_head = s;
+    if (LRU_NEXT(s)) LRU_PREV(LRU_NEXT(s)) = s;
+    else lru_tail = s;
+    if (after) LRU_NEXT(after) = s;
+    else lru_head = s;
 }
 
 static void lru_remove(struct ebb_span *s) {
-    if (LRU_PREV(s))
-        LRU_NEXT(LRU_PREV(s)) = LRU_NEXT(s);
-    else
-        lru_head = LRU_NEXT(s);
-    if (LRU_NEXT(s))
-        LRU_PREV(LRU_NEXT(s)) = LRU_PREV(s);
-    else
-        lru_tail = LRU_PREV(s);
+    if (LRU_PREV(s)) LRU_NEXT(LRU_PREV(s)) = LRU_NEXT(s);
+    else lru_head = LRU_NEXT(s);
+    if (LRU_NEXT(s)) LRU_PREV(LRU_NEXT(s)) = LRU_PREV(s);
+    else lru_tail = LRU_PREV(s);
     LRU_PREV(s) = LRU_NEXT(s) = NULL;
+}
+
+static void stuck_insert(struct ebb_span *s) {
+    s->stuck = 1;
+    LRU_PREV(s) = NULL;
+    LRU_NEXT(s) = stuck_head;
+    if (stuck_head) LRU_PREV(stuck_head) = s;
+    stuck_head = s;
+    ebbi_ph_stats.unreleasable += s->npages << EBB_PAGE_SHIFT;
+}
+
+static void stuck_remove(struct ebb_span *s) {
+    if (LRU_PREV(s)) LRU_NEXT(LRU_PREV(s)) = LRU_NEXT(s);
+    else stuck_head = LRU_NEXT(s);
+    if (LRU_NEXT(s)) LRU_PREV(LRU_NEXT(s)) = LRU_PREV(s);
+    LRU_PREV(s) = LRU_NEXT(s) = NULL;
+    s->stuck = 0;
+    ebbi_ph_stats.unreleasable -= s->npages << EBB_PAGE_SHIFT;
 }
 
 /* ---------------------------------------------------------------- free sets */
@@ -93,7 +144,7 @@ static struct ebb_span_list *set_list(struct free_set *fs, size_t npages) {
 }
 
 /* Insert a FREE span into its set; `lru_after` places a resident span on the age list
- * (see AT_TAIL). */
+ * (see AT_TAIL), unless it holds no whole kernel page (then it is stuck). */
 static void set_insert(struct ebb_span *s, struct ebb_span *lru_after) {
     struct free_set *fs = s->released ? &set_released : &set_resident;
     ebbi_span_list_push(set_list(fs, s->npages), s);
@@ -102,9 +153,11 @@ static void set_insert(struct ebb_span *s, struct ebb_span *lru_after) {
     if (s->released) {
         ebbi_ph_stats.released += bytes;
     } else {
-        /* the release tick reads free_res without the lock */
+        /* The release tick reads free_res without the lock, relaxed: a hint whether
+         * there is something to release; the release itself runs under the lock. */
         __atomic_store_n(&ebbi_ph_stats.free_res, ebbi_ph_stats.free_res + bytes, __ATOMIC_RELAXED);
-        lru_insert(s, lru_after);
+        if (holds_kpage(s)) lru_insert(s, lru_after);
+        else stuck_insert(s);
     }
 }
 
@@ -118,7 +171,8 @@ static void set_remove(struct ebb_span *s) {
         ebbi_ph_stats.released -= bytes;
     } else {
         __atomic_store_n(&ebbi_ph_stats.free_res, ebbi_ph_stats.free_res - bytes, __ATOMIC_RELAXED);
-        lru_remove(s);
+        if (s->stuck) stuck_remove(s);
+        else lru_remove(s);
     }
 }
 
@@ -127,8 +181,7 @@ static void set_remove(struct ebb_span *s) {
 static bool fits(const struct ebb_span *s, size_t npages, size_t align_pages) {
     if (s->npages < npages) return false;
     if (align_pages <= 1) return true;
-    uintptr_t a = (s->start + (align_pages << EBB_PAGE_SHIFT) - 1) &
-                  ~((align_pages << EBB_PAGE_SHIFT) - 1);
+    uintptr_t a = (s->start + (align_pages << EBB_PAGE_SHIFT) - 1) & ~((align_pages << EBB_PAGE_SHIFT) - 1);
     return a + (npages << EBB_PAGE_SHIFT) <= s->start + (s->npages << EBB_PAGE_SHIFT);
 }
 
@@ -169,9 +222,9 @@ static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct 
     s->state = SPAN_FREE;
     s->cls = 0;
     s->released = released;
+    s->stuck = 0;                     /* over in_flight, of a RELEASING span */
+    s->lru_prev = s->lru_next = NULL; /* over what a SMALL span kept there */
     s->free_since_ms = now;
-    s->freelist = NULL;
-    s->end = NULL;
     uintptr_t end = s->start + (s->npages << EBB_PAGE_SHIFT);
     struct ebb_span *prev = free_neighbour(s->start - EBB_PAGE, released);
     if (prev && prev->start + (prev->npages << EBB_PAGE_SHIFT) == s->start) {
@@ -213,14 +266,26 @@ static void check_free_ratio(void) {
     size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
     size_t cap = used / EBB_FREE_RATIO;
     if (cap < floor) cap = floor;
-    if (ebbi_ph_stats.free_res > cap + cap / 4) /* hysteresis: release in chunks */
-        ebbi_page_release_locked(UINT64_MAX, ebbi_ph_stats.free_res - cap);
+    /* Free memory in no whole kernel page cannot go back: it does not drive releases. */
+    size_t releasable = ebbi_ph_stats.free_res - ebbi_ph_stats.unreleasable;
+    if (releasable > cap + cap / 4) /* hysteresis: release in chunks */
+        ebbi_page_release_locked(UINT64_MAX, releasable - cap, EBB_WHY_CAP);
 }
+
+static void recent_note(uintptr_t a, uintptr_t b, uint64_t now);
 
 void ebbi_page_free_locked(struct ebb_span *s) {
     ebb_assert(s->state == SPAN_SMALL || s->state == SPAN_LARGE);
     ebb_assert(!s->on_list);
-    insert_free(s, false, ebbi_now_ms(), AT_TAIL);
+    /* A small-object span central.c gave back whole comes as released: all of it, as the
+     * page heap holds every free span (central never returns one partly given back).  Its
+     * release is recent, for the refault count, as the page heap's own are. */
+    bool released = s->state == SPAN_SMALL && s->released;
+    uint64_t now = ebbi_now_ms();
+    if (s->state == SPAN_SMALL) ebbi_ph_stats.small -= s->npages << EBB_PAGE_SHIFT;
+    else ebbi_ph_stats.large -= s->npages << EBB_PAGE_SHIFT;
+    if (released) recent_note(s->start, s->start + (s->npages << EBB_PAGE_SHIFT), now);
+    insert_free(s, released, released ? 0 : now, AT_TAIL);
     check_free_ratio();
     ebbi_check_soft_limit_locked();
 }
@@ -236,8 +301,7 @@ void ebbi_page_free(struct ebb_span *s) {
 /* Cut [a, a + npages) out of free span s (already removed from its set).  The pieces
  * before and after stay free with s's age and residency, placed on the age list after
  * lru_pos (where s was).  Returns the record for the cut-out part. */
-static struct ebb_span *carve(struct ebb_span *s, uintptr_t a, size_t npages,
-                              struct ebb_span *lru_pos) {
+static struct ebb_span *carve(struct ebb_span *s, uintptr_t a, size_t npages, struct ebb_span *lru_pos) {
     uintptr_t s_end = s->start + (s->npages << EBB_PAGE_SHIFT);
     uintptr_t a_end = a + (npages << EBB_PAGE_SHIFT);
     bool released = s->released;
@@ -273,22 +337,64 @@ static struct ebb_span *carve(struct ebb_span *s, uintptr_t a, size_t npages,
         tail->released = released;
         tail->free_since_ms = age;
         ebbi_pm_set_span(tail);
-        set_insert(tail, lead && !released ? lead : lru_pos);
+        set_insert(tail, lead && !released && !lead->stuck ? lead : lru_pos);
     }
     return mid;
 }
 
+/* carve() from a released span where kernel pages are bigger than ebbmalloc's: the block
+ * [a, a + npages) is cut out together with the rest of the kernel pages it touches, and
+ * that rest becomes resident free memory (it will be resident once the block is written,
+ * and it is still zero).  What stays released starts and ends on kernel pages. */
+static struct ebb_span *carve_released(struct ebb_span *s, uintptr_t a, size_t npages) {
+    const size_t k = kpage_big();
+    uintptr_t s_end = s->start + (s->npages << EBB_PAGE_SHIFT), a_end = a + (npages << EBB_PAGE_SHIFT);
+    uintptr_t ka = round_down(a, k), kb = round_up(a_end, k);
+    if (ka < s->start) ka = s->start; /* only if the invariant was broken: verify says so */
+    if (kb > s_end) kb = s_end;
+    struct ebb_span *lead = ka < a ? ebbi_span_new() : NULL, *tail = a_end < kb ? ebbi_span_new() : NULL;
+    if ((ka < a && !lead) || (a_end < kb && !tail)) {
+        if (lead) ebbi_span_delete(lead);
+        if (tail) ebbi_span_delete(tail);
+        return NULL;
+    }
+    struct ebb_span *r = carve(s, ka, (kb - ka) >> EBB_PAGE_SHIFT, NULL);
+    if (!r) {
+        if (lead) ebbi_span_delete(lead);
+        if (tail) ebbi_span_delete(tail);
+        return NULL;
+    }
+    /* r has no page map entries yet: the pieces do not see it as a neighbour. */
+    uint64_t now = ebbi_now_ms();
+    if (lead) {
+        lead->start = ka;
+        lead->npages = (a - ka) >> EBB_PAGE_SHIFT;
+        insert_free(lead, false, now, AT_TAIL);
+        ebbi_os_heap_reuse(a - ka);
+    }
+    if (tail) {
+        tail->start = a_end;
+        tail->npages = (kb - a_end) >> EBB_PAGE_SHIFT;
+        insert_free(tail, false, now, AT_TAIL);
+        ebbi_os_heap_reuse(kb - a_end);
+    }
+    r->start = a;
+    r->npages = npages;
+    return r;
+}
+
 /* Map more memory into the released set (fresh pages are not resident). */
 static bool grow(size_t npages, size_t align_pages) {
+    const size_t huge = ebbi_huge_size; /* a multiple of the kernel page */
     size_t need = (npages + (align_pages > 1 ? align_pages : 0)) << EBB_PAGE_SHIFT;
-    size_t size = need < HUGE_SIZE * 2 ? HUGE_SIZE * 2 : (need + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1);
-    void *p = ebbi_os_map_aligned(size, HUGE_SIZE);
+    size_t size = need < huge * 2 ? huge * 2 : round_up(need, huge);
+    void *p = ebbi_os_map_aligned(size, huge);
     if (!p) { /* the kernel refused a generous chunk: try exactly what is needed */
-        size = need;
+        size = map_round(need);
         p = ebbi_os_map_aligned(size, EBB_PAGE);
         if (!p) return false;
     }
-    if (!ebbi_opt(EBB_OPT_HUGEPAGES)) ebbi_os_hugepage_hint(p, size, false);
+    if (ebbi_thp_refused) ebbi_os_hugepage_hint(p, size, false);
     struct ebb_span *s = ebbi_span_new();
     if (!s || !ebbi_pm_ensure((uintptr_t)p, size)) {
         if (s) ebbi_span_delete(s);
@@ -296,46 +402,249 @@ static bool grow(size_t npages, size_t align_pages) {
         return false;
     }
     ebbi_ph_stats.mapped += size;
+    ebbi_os_heap_adopt(size, true);
     s->start = (uintptr_t)p;
     s->npages = size >> EBB_PAGE_SHIFT;
     insert_free(s, true, 0, AT_TAIL);
     return true;
 }
 
-struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages) {
+/* ---------------------------------------------------------------- reuse
+ * Recent releases, newest last: what a request takes from the released set within
+ * EBB_RELEASE_MS of its release is a refault, memory that was not idle after all. */
+#define RECENT 64
+static struct {
+    uintptr_t start, end;
+    uint64_t ms;
+} recent[RECENT];
+static unsigned recent_next;
+
+static void recent_note(uintptr_t a, uintptr_t b, uint64_t now) {
+    recent[recent_next % RECENT].start = a;
+    recent[recent_next % RECENT].end = b;
+    recent[recent_next % RECENT].ms = now;
+    recent_next++;
+}
+
+/* Bytes of [a, b) released less than EBB_RELEASE_MS ago (at most b - a). */
+static size_t recent_bytes(uintptr_t a, uintptr_t b, uint64_t now) {
+    uint64_t win = (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS);
+    size_t sum = 0;
+    unsigned n = recent_next < RECENT ? recent_next : RECENT;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned k = (recent_next - 1 - i) % RECENT;
+        if (now - recent[k].ms >= win) break; /* older from here on */
+        uintptr_t lo = recent[k].start > a ? recent[k].start : a, hi = recent[k].end < b ? recent[k].end : b;
+        if (lo < hi) sum += hi - lo;
+    }
+    return sum < b - a ? sum : b - a;
+}
+
+/* A block takes released pages [a, b): the kernel faults them in when they are written. */
+static void note_faulted(uintptr_t a, uintptr_t b, uint64_t now) {
+    ebbi_os_heap_reuse(b - a);
+    ebbi_ph_stats.faulted_bytes += b - a;
+    ebbi_ph_stats.refault_bytes += recent_bytes(a, b, now);
+}
+
+/* ---------------------------------------------------------------- combined runs
+ * No resident free span fits: a resident span and its released neighbours may, together.
+ * The block is then cut across them and the kernel faults in only the released part. */
+#define COMBINE_TRIES 32
+struct run {
+    struct ebb_span *part[3]; /* neighbours in address order, of which one is resident */
+    int n;
+    uintptr_t a;     /* where the block starts */
+    size_t resident; /* bytes of the block that are resident */
+};
+
+static struct ebb_span *released_at(uintptr_t page) { return free_neighbour(page, true); }
+
+static bool try_run(struct ebb_span *r, size_t npages, size_t align_pages, struct run *best) {
+    uintptr_t x0 = r->start, x1 = r->start + (r->npages << EBB_PAGE_SHIFT);
+    struct ebb_span *p = released_at(x0 - EBB_PAGE), *q = released_at(x1);
+    if (p && p->start + (p->npages << EBB_PAGE_SHIFT) != x0) p = NULL;
+    if (q && q->start != x1) q = NULL;
+    if (!p && !q) return false;
+    uintptr_t r0 = p ? p->start : x0, r1 = q ? q->start + (q->npages << EBB_PAGE_SHIFT) : x1;
+    size_t n = npages << EBB_PAGE_SHIFT;
+    if (r1 - r0 < n) return false;
+    uintptr_t a = n >= x1 - x0 ? (x0 < r1 - n ? x0 : r1 - n) : x1 - n;
+    if (align_pages > 1) {
+        uintptr_t al = align_pages << EBB_PAGE_SHIFT;
+        a &= ~(al - 1);
+        if (a < r0) a = (r0 + al - 1) & ~(al - 1);
+        if (a + n > r1) return false;
+    }
+    /* What stays of a released neighbour must start and end on kernel pages (see the
+     * top): with kernel pages bigger than ebbmalloc's, a run whose block would end inside
+     * one is not taken. */
+    size_t k = kpage_big();
+    if (k && ((p && a < x0 && (a & (k - 1))) || (q && a + n > x1 && ((a + n) & (k - 1))))) return false;
+    uintptr_t lo = a > x0 ? a : x0, hi = a + n < x1 ? a + n : x1;
+    size_t res = lo < hi ? hi - lo : 0;
+    if (res <= best->resident) return false;
+    best->n = 0;
+    if (p && a < x0) best->part[best->n++] = p;
+    if (a < x1 && a + n > x0) best->part[best->n++] = r;
+    if (q && a + n > x1) best->part[best->n++] = q;
+    best->a = a;
+    best->resident = res;
+    return true;
+}
+
+/* The run with the most resident pages for the request, biggest resident spans first,
+ * at most COMBINE_TRIES looked at. */
+static bool run_find(size_t npages, size_t align_pages, struct run *best) {
+    best->resident = 0;
+    best->n = 0;
+    int tries = 0;
+    for (struct ebb_span *r = set_resident.big.head; r && tries < COMBINE_TRIES; r = r->next, tries++)
+        try_run(r, npages, align_pages, best);
+    size_t top = npages < EXACT_MAX ? npages : EXACT_MAX;
+    for (size_t k = top; k >= 1 && tries < COMBINE_TRIES; k--) {
+        if (!(set_resident.nonempty[k / 64] >> (k % 64) & 1)) continue;
+        for (struct ebb_span *r = set_resident.exact[k].head; r && tries < COMBINE_TRIES;
+             r = r->next, tries++)
+            try_run(r, npages, align_pages, best);
+        if (best->resident >= (k << EBB_PAGE_SHIFT)) break; /* no smaller span does better */
+    }
+    return best->n >= 2;
+}
+
+/* Cut the block out of the run: what is left of its first and last part stays free with
+ * their residency and age.  Returns the block's record, NULL (nothing changed) without
+ * records. */
+static struct ebb_span *run_take(struct run *run, size_t npages, uint64_t now) {
+    uintptr_t a = run->a, b = a + (npages << EBB_PAGE_SHIFT);
+    struct ebb_span *first = run->part[0], *last = run->part[run->n - 1];
+    uintptr_t f0 = first->start, l1 = last->start + (last->npages << EBB_PAGE_SHIFT);
+    bool left = f0 < a, right = b < l1;
+    int need = 1 + left + right - run->n;
+    struct ebb_span *spare = need > 0 ? ebbi_span_new() : NULL;
+    if (need > 0 && !spare) return NULL;
+    struct {
+        uintptr_t start, end;
+        uint8_t released;
+        uint64_t age;
+        struct ebb_span *lru_pos;
+    } was[3];
+    for (int i = 0; i < run->n; i++) {
+        struct ebb_span *x = run->part[i];
+        was[i].start = x->start;
+        was[i].end = x->start + (x->npages << EBB_PAGE_SHIFT);
+        was[i].released = x->released;
+        was[i].age = x->free_since_ms;
+        was[i].lru_pos = x->released || x->stuck ? NULL : LRU_PREV(x);
+        set_remove(x);
+        ebbi_pm_clear_span(x);
+    }
+    /* the resident part is never first and last at once: lru_pos of a piece that follows
+     * it is still valid */
+    struct ebb_span *block = run->n == 3 ? run->part[1] : spare;
+    if (left) {
+        first->start = f0;
+        first->npages = (a - f0) >> EBB_PAGE_SHIFT;
+        first->state = SPAN_FREE;
+        first->free_since_ms = was[0].age;
+        ebbi_pm_set_span(first);
+        set_insert(first, was[0].lru_pos);
+    } else if (!block) {
+        block = first;
+    } else {
+        ebbi_span_delete(first);
+    }
+    if (right) {
+        struct ebb_span *t = last;
+        t->start = b;
+        t->npages = (l1 - b) >> EBB_PAGE_SHIFT;
+        t->state = SPAN_FREE;
+        t->released = was[run->n - 1].released;
+        t->free_since_ms = was[run->n - 1].age;
+        ebbi_pm_set_span(t);
+        set_insert(t, was[run->n - 1].lru_pos);
+    } else if (!block) {
+        block = last;
+    } else if (last != block) {
+        ebbi_span_delete(last);
+    }
+    if (spare && spare != block) ebbi_span_delete(spare);
+    memset(block, 0, sizeof *block);
+    block->start = a;
+    block->npages = npages;
+    for (int i = 0; i < run->n; i++) {
+        uintptr_t lo = was[i].start > a ? was[i].start : a, hi = was[i].end < b ? was[i].end : b;
+        if (was[i].released) note_faulted(lo, hi, now);
+    }
+    return block;
+}
+
+
+/* A request faulted in `faulted` bytes: RSS grew by that much.  Twice that much of the
+ * oldest resident free memory goes back (the caller finishes the release), so that pieces
+ * too small for what is asked do not stay resident while RSS grows: on the arena-creep
+ * benchmark this took the median of peak RSS over peak live from 1.15 to 1.12, at the same
+ * speed.  Only above a floor: SWAP_FLOOR, or the biggest request that faulted pages in
+ * within the last EBB_RELEASE_MS if that is more.  A size that keeps coming back then finds
+ * its memory still resident: blocks of 5-25 MiB, 4 live, allocated and freed in a loop
+ * were released by this trade and faulted in again at every step (37% of what they asked
+ * for was memory released less than a second before); with the floor the loop faults in
+ * 51 thousand kernel pages instead of 90 thousand (with runs) and keeps 98 MiB at its
+ * peak (glibc: 261 thousand and 114 MiB).  Arena-creep's requests are at most 640 KiB:
+ * its floor stays 16 MiB.  The timer, the cap, the soft limit and malloc_trim still
+ * apply to all of it. */
+static size_t big_faulted; /* the biggest `faulted` since big_faulted_ms */
+static uint64_t big_faulted_ms;
+
+static void trade(size_t faulted, uint64_t now) {
+    if (faulted > big_faulted || now - big_faulted_ms >= (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS)) {
+        big_faulted = faulted;
+        big_faulted_ms = now;
+    }
+    size_t floor = big_faulted > SWAP_FLOOR ? big_faulted : SWAP_FLOOR;
+    if (ebbi_ph_stats.free_res - ebbi_ph_stats.unreleasable > floor)
+        ebbi_page_release_locked(UINT64_MAX, faulted * 2, EBB_WHY_TRADE);
+}
+
+static struct ebb_span *page_alloc(size_t npages, size_t align_pages) {
     if (npages == 0 || npages > ((size_t)1 << (EBB_ADDR_BITS - EBB_PAGE_SHIFT - 1))) return NULL;
+    uint64_t now = ebbi_now_ms();
     for (int attempt = 0; attempt < 2; attempt++) {
-        struct ebb_span *s = set_find(&set_resident, npages, align_pages);
-        if (!s) {
-            s = set_find(&set_released, npages, align_pages);
-            /* No resident free span fits, so this raises RSS by npages.  Twice that
-             * much of the oldest resident free memory goes back (the caller finishes
-             * the release), so that pieces too small for what is asked do not stay
-             * resident while RSS grows: on the arena-creep benchmark this took the
-             * median of peak RSS over peak live from 1.15 to 1.12, at the same speed. */
-            if (s && ebbi_ph_stats.free_res > SWAP_FLOOR) {
-                ebbi_page_release_locked(UINT64_MAX, (npages << EBB_PAGE_SHIFT) * 2);
-                s = set_find(&set_released, npages, align_pages); /* the sets changed */
-            }
+        struct ebb_span *r = NULL, *s = set_find(&set_resident, npages, align_pages);
+        size_t faulted = 0;
+        struct run run;
+        if (!s && run_find(npages, align_pages, &run)) {
+            r = run_take(&run, npages, now);
+            if (!r) return NULL;
+            faulted = (npages << EBB_PAGE_SHIFT) - run.resident;
         }
+        if (!r && !s) s = set_find(&set_released, npages, align_pages);
         if (s) {
-            struct ebb_span *lru_pos = s->released ? NULL : LRU_PREV(s);
+            struct ebb_span *lru_pos = s->released || s->stuck ? NULL : LRU_PREV(s);
             set_remove(s);
             /* The top end of s: the start of a block freed here stays free for longer
              * (unless the same size comes back), so that a second free of it is seen. */
             uintptr_t a = s->start + ((s->npages - npages) << EBB_PAGE_SHIFT);
             if (align_pages > 1) a &= ~((align_pages << EBB_PAGE_SHIFT) - 1);
-            struct ebb_span *r = carve(s, a, npages, lru_pos);
+            bool was_released = s->released;
+            r = was_released && kpage_big() ? carve_released(s, a, npages) : carve(s, a, npages, lru_pos);
             if (!r) { /* out of memory for a record: put s back whole */
                 s->state = SPAN_FREE;
                 ebbi_pm_set_span(s);
                 set_insert(s, lru_pos);
                 return NULL;
             }
+            if (was_released) {
+                note_faulted(a, a + (npages << EBB_PAGE_SHIFT), now);
+                faulted = npages << EBB_PAGE_SHIFT;
+            }
+        }
+        if (r) {
             r->state = SPAN_LARGE; /* the caller sets the final state */
             r->on_list = 0;
             r->prev = r->next = NULL;
             ebbi_pm_set_span(r);
+            if (faulted) trade(faulted, now);
             size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
             if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
             return r;
@@ -345,9 +654,18 @@ struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages) {
     return NULL;
 }
 
+/* central.c's: a span to cut into objects (SMALL), counted as such. */
+struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages) {
+    struct ebb_span *s = page_alloc(npages, align_pages);
+    if (s) ebbi_ph_stats.small += npages << EBB_PAGE_SHIFT;
+    return s;
+}
+
+/* A block of its own (LARGE), counted as such. */
 struct ebb_span *ebbi_page_alloc(size_t npages, size_t align_pages) {
     ebbi_lock(&ebbi_ph_lock);
-    struct ebb_span *s = ebbi_page_alloc_locked(npages, align_pages);
+    struct ebb_span *s = page_alloc(npages, align_pages);
+    if (s) ebbi_ph_stats.large += npages << EBB_PAGE_SHIFT;
     ebbi_unlock(&ebbi_ph_lock);
     ebbi_page_release_finish();
     return s;
@@ -365,6 +683,7 @@ bool ebbi_page_shrink(struct ebb_span *s, size_t npages) {
     t->state = SPAN_LARGE;
     s->npages = npages;
     ebbi_pm_set_span(s);
+    ebbi_ph_stats.large -= t->npages << EBB_PAGE_SHIFT;
     insert_free(t, false, ebbi_now_ms(), AT_TAIL);
     ebbi_unlock(&ebbi_ph_lock);
     return true;
@@ -373,7 +692,7 @@ bool ebbi_page_shrink(struct ebb_span *s, size_t npages) {
 /* ---------------------------------------------------------------- own mappings */
 struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align) {
     if (size > ((size_t)1 << (EBB_ADDR_BITS - 1))) return NULL;
-    size_t len = (size + EBB_PAGE - 1) & ~(EBB_PAGE - 1);
+    size_t len = map_round(size);
     void *p = ebbi_os_map_aligned(len, align > EBB_PAGE ? align : EBB_PAGE);
     if (!p) return NULL;
     struct ebb_span *s = ebbi_span_new();
@@ -392,6 +711,7 @@ struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align) {
     ebbi_ph_stats.mapped += len;
     ebbi_ph_stats.mapped_count++;
     ebbi_ph_stats.mapped_direct += len;
+    ebbi_os_heap_adopt(len, false); /* in use at once */
     size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
     if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
     ebbi_unlock(&ebbi_ph_lock);
@@ -404,6 +724,7 @@ void ebbi_mapped_free(struct ebb_span *s) {
     ebbi_ph_stats.mapped -= s->map_size;
     ebbi_ph_stats.mapped_count--;
     ebbi_ph_stats.mapped_direct -= s->map_size;
+    ebbi_os_heap_forget(s->map_size, 0);
     ebbi_unlock(&ebbi_ph_lock);
     ebbi_os.unmap((void *)s->start, s->map_size);
     ebbi_span_delete(s);
@@ -412,8 +733,10 @@ void ebbi_mapped_free(struct ebb_span *s) {
 /* Grow or shrink a MAPPED span's mapping in place or by moving it (the kernel moves page
  * tables, nothing is copied).  The page map follows. */
 bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
-    size_t len = (size + EBB_PAGE - 1) & ~(EBB_PAGE - 1);
+    size_t len = map_round(size);
+    if (!len) return false;
     if (len == s->map_size) return true;
+    if (ebbi_os_refused_for_good(EBB_REFUSED_REMAP)) return false; /* the caller copies */
     /* In place if the kernel can; else onto a fresh mapping that starts on an ebbmalloc
      * page (mremap alone may pick any kernel page) and that the page map covers. */
     if (!ebbi_pm_ensure(s->start, len)) return false;
@@ -421,9 +744,10 @@ bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
      * it may hand it to another thread's mapping. */
     ebbi_lock(&ebbi_ph_lock);
     ebbi_pm_clear_span(s);
-    void *to = NULL, *q = ebbi_os.remap((void *)s->start, s->map_size, len, NULL);
-    if (!q && (to = ebbi_os_map_aligned(len, EBB_PAGE)) && ebbi_pm_ensure((uintptr_t)to, len))
-        q = ebbi_os.remap((void *)s->start, s->map_size, len, to);
+    void *to = NULL, *q = ebbi_os_heap_remap((void *)s->start, s->map_size, len, NULL);
+    if (!q && !ebbi_os_refused_for_good(EBB_REFUSED_REMAP) && (to = ebbi_os_map_aligned(len, EBB_PAGE)) &&
+        ebbi_pm_ensure((uintptr_t)to, len))
+        q = ebbi_os_heap_remap((void *)s->start, s->map_size, len, to);
     if (!q) {
         ebbi_pm_set_span(s);
         ebbi_unlock(&ebbi_ph_lock);
@@ -444,15 +768,17 @@ bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
 
 /* ---------------------------------------------------------------- release */
 /* Return one resident free span to the kernel and move it to the released set.  With
- * huge pages allowed, only whole 2 MiB-aligned blocks inside it are released unless
- * `small_too`, so that a huge page is not split for a few kernel pages; the pieces
- * around stay resident with their age. */
-static size_t release_span(struct ebb_span *s, bool small_too) {
+ * huge pages allowed, only whole huge pages (ebbi_huge_size, aligned) inside it are
+ * released unless `small_too`, so that a huge page is not split for a few kernel pages;
+ * else the whole kernel pages inside it (with 4 KiB kernel pages: all of it).  The pieces
+ * around stay resident with their age (stuck, when they hold no whole kernel page). */
+static size_t release_span(struct ebb_span *s, bool small_too, enum ebb_release_why why) {
     uintptr_t start = s->start, end = s->start + (s->npages << EBB_PAGE_SHIFT);
     uintptr_t a = start, b = end;
-    if (!small_too && ebbi_thp_active) {
-        a = (start + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1);
-        b = end & ~(HUGE_SIZE - 1);
+    size_t unit = !small_too && ebbi_thp_active ? ebbi_huge_size : kpage_big();
+    if (unit) {
+        a = round_up(start, unit);
+        b = round_down(end, unit);
         if (a >= b) return 0;
     }
     struct ebb_span *lru_prev = LRU_PREV(s);
@@ -470,26 +796,42 @@ static size_t release_span(struct ebb_span *s, bool small_too) {
     mid->state = SPAN_RELEASING;
     mid->released = 1;
     mid->in_flight = 0;
+    mid->why = (uint8_t)why;
     ebbi_pm_set_span(mid);
     ebbi_ph_stats.released += b - a;
+    ebbi_ph_stats.releasing += b - a;
     ebbi_ph_stats.release_calls++;
     ebbi_ph_stats.released_total += b - a;
-    ebbi_span_list_push(&releasing, mid);
+    ebbi_ph_stats.released_by[why] += b - a;
+    recent_note(a, b, ebbi_now_ms());
+    ebbi_span_list_push(&cut_out, mid);
     __atomic_store_n(&releasing_waiting, releasing_waiting + 1, __ATOMIC_RELAXED);
     return b - a;
 }
 
-/* Back into the released set, once its pages went back. */
+/* Back into the released set, once its pages went back; or, if the kernel refused
+ * (mlockall, a seccomp filter), back into the resident set, counted as resident: the
+ * pages are still there and do not read as zero. */
 static void release_done(struct ebb_span *s, bool ok) {
     size_t bytes = s->npages << EBB_PAGE_SHIFT;
-    ebbi_span_list_remove(&releasing, s);
+    ebbi_span_list_remove(&cut_out, s);
     ebbi_ph_stats.released -= bytes;
-    if (!ok) ebbi_ph_stats.released_total -= bytes; /* e.g. mlockall: still resident, not zero */
-    insert_free(s, ok, ok ? 0 : ebbi_now_ms(), AT_TAIL);
+    ebbi_ph_stats.releasing -= bytes;
+    if (ok) ebbi_os_heap_gave_back(bytes); /* with the counters it changes, under the lock */
+    if (!ok) {
+        ebbi_ph_stats.released_total -= bytes;
+        ebbi_ph_stats.released_by[s->why] -= bytes;
+        ebbi_ph_stats.release_calls--;
+    }
+    insert_free(s, ok, ebbi_now_ms(), AT_TAIL);
 }
 
+/* The span's pages, and the page map's pages that describe only its inside. */
 static bool release_pages(struct ebb_span *s) {
-    return ebbi_os.release((void *)s->start, s->npages << EBB_PAGE_SHIFT) == 0;
+    size_t n = s->npages << EBB_PAGE_SHIFT;
+    if (ebbi_os_release((void *)s->start, n)) return false; /* counted by release_done */
+    ebbi_pm_release_inside(s->start, s->start + n);
+    return true;
 }
 
 /* Returns to the kernel the spans cut out for release, without holding the page heap
@@ -500,35 +842,42 @@ void ebbi_page_release_finish(void) {
     if (!__atomic_load_n(&releasing_waiting, __ATOMIC_RELAXED)) return;
     struct ebb_span *mine = NULL;
     ebbi_lock(&ebbi_ph_lock);
-    for (struct ebb_span *s = releasing.head; s; s = s->next) {
-        if (s->in_flight) continue;
-        s->in_flight = 1;
-        s->lru_next = mine; /* lru links are unused while releasing */
+    for (struct ebb_span *s = cut_out.head; s; s = s->next) {
+        if (__atomic_load_n(&s->in_flight, __ATOMIC_RELAXED)) continue;
+        __atomic_store_n(&s->in_flight, 1, __ATOMIC_RELAXED);
+        s->taken_next = mine;
         mine = s;
     }
     __atomic_store_n(&releasing_waiting, 0, __ATOMIC_RELAXED);
+    ebbi_work_begin(); /* `mine` in hand without the lock: a fork child leaves it alone */
     ebbi_unlock(&ebbi_ph_lock);
-    for (struct ebb_span *s = mine; s; s = s->lru_next) s->in_flight = release_pages(s) ? 1 : 2;
+    /* Outside the lock: release_result is this thread's alone (another releasing thread
+     * only tests in_flight, which stays 1), read back below after it takes the lock again. */
+    for (struct ebb_span *s = mine; s; s = s->taken_next) s->release_result = release_pages(s) ? 1 : 2;
     ebbi_lock(&ebbi_ph_lock);
+    ebbi_work_end();
     for (struct ebb_span *s = mine, *next; s; s = next) {
-        next = s->lru_next;
-        release_done(s, s->in_flight == 1);
+        next = s->taken_next;
+        release_done(s, s->release_result == 1);
     }
     ebbi_unlock(&ebbi_ph_lock);
 }
 
 /* In a child of fork, the threads that had spans in flight are gone: release them here
- * (they must read as zero once they count as released). */
+ * (they must read as zero once they count as released).  The forking thread has none in
+ * hand: a fork that interrupted its ebbi_page_release_finish skips the handlers. */
 void ebbi_page_fork_child(void) {
-    while (releasing.head) {
-        struct ebb_span *s = releasing.head;
+    while (cut_out.head) {
+        struct ebb_span *s = cut_out.head;
         release_done(s, release_pages(s));
     }
     releasing_waiting = 0;
 }
 
-size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal) {
+size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal, enum ebb_release_why why) {
     size_t done = 0;
+    /* Refused for good: nothing to cut out, and no walk of the age list at every free. */
+    if (ebbi_os_refused_for_good(EBB_REFUSED_RELEASE)) return 0;
     size_t keep = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD);
     bool everything = older_than_ms == 0 || older_than_ms == UINT64_MAX;
     /* Two passes: first whole huge pages only, then (for spans twice as old, or when
@@ -545,7 +894,7 @@ size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal) {
                 s = next;
                 continue;
             }
-            done += release_span(s, small_too);
+            done += release_span(s, small_too, why);
             s = next;
             /* release_span may have put pieces of s back on the age list before `next`
              * (they keep their age): they are older than `next` and are seen on the
@@ -559,11 +908,23 @@ size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal) {
  * release thread itself just took from idle caches. */
 size_t ebbi_page_release_since_locked(uint64_t since_ms) {
     size_t done = 0;
+    if (ebbi_os_refused_for_good(EBB_REFUSED_RELEASE)) return 0;
     for (struct ebb_span *s = lru_tail, *prev; s && s->free_since_ms >= since_ms; s = prev) {
         prev = LRU_PREV(s);
-        done += release_span(s, true);
+        done += release_span(s, true, EBB_WHY_TIMER);
     }
     return done;
+}
+
+/* The page map's pages inside released spans go back too: released spans merge after
+ * their release, and what lay at their old ends was written then.  Under the lock (the
+ * spans could be cut otherwise).  Only spans of the long list can hold a whole page of the
+ * map (one describes 512 pages or more), and only pages written since their last release
+ * cost a system call. */
+void ebbi_page_release_map_locked(void) {
+    if (ebbi_os_refused_for_good(EBB_REFUSED_RELEASE)) return;
+    for (struct ebb_span *s = set_released.big.head; s; s = s->next)
+        ebbi_pm_release_inside_locked(s->start, s->start + (s->npages << EBB_PAGE_SHIFT));
 }
 
 uint64_t ebbi_page_oldest_free_ms(void) { return lru_head ? lru_head->free_since_ms : UINT64_MAX; }
@@ -587,9 +948,15 @@ const char *ebbi_page_heap_verify(void) {
             for (struct ebb_span *s = l->head; s; s = s->next) {
                 if (s->state != SPAN_FREE) err = "non-free span on a free list";
                 else if (s->released != r) err = "span on the wrong free set";
-                else if (k <= EXACT_MAX ? s->npages != k : s->npages <= EXACT_MAX) err = "span on the wrong size list";
+                else if (k <= EXACT_MAX ? s->npages != k : s->npages <= EXACT_MAX)
+                    err = "span on the wrong size list";
                 else if (ebbi_pm_span(s->start) != s) err = "page map misses a free span's first page";
-                else if (ebbi_pm_span(s->start + ((s->npages - 1) << EBB_PAGE_SHIFT)) != s) err = "page map misses a free span's last page";
+                else if (ebbi_pm_span(s->start + ((s->npages - 1) << EBB_PAGE_SHIFT)) != s)
+                    err = "page map misses a free span's last page";
+                else if (!ebbi_pm_zero_inside(s->start, s->start + (s->npages << EBB_PAGE_SHIFT)))
+                    err = "page map has entries inside a free span";
+                else if (r && kpage_big() && ((s->start | (s->npages << EBB_PAGE_SHIFT)) & (kpage_big() - 1)))
+                    err = "released span not on whole kernel pages";
                 if (r) rel += s->npages << EBB_PAGE_SHIFT;
                 else res += s->npages << EBB_PAGE_SHIFT;
             }
@@ -598,13 +965,23 @@ const char *ebbi_page_heap_verify(void) {
     uint64_t last = 0;
     for (struct ebb_span *s = lru_head; s && !err; s = s->lru_next) {
         if (s->free_since_ms < last) err = "age list out of order";
+        else if (s->stuck || !holds_kpage(s)) err = "span on the age list holds no whole kernel page";
         last = s->free_since_ms;
         lru += s->npages << EBB_PAGE_SHIFT;
     }
+    size_t stuck = 0;
+    for (struct ebb_span *s = stuck_head; s && !err; s = s->lru_next) {
+        if (!s->stuck || s->state != SPAN_FREE || s->released || holds_kpage(s))
+            err = "stuck span that is not resident free without a whole kernel page";
+        stuck += s->npages << EBB_PAGE_SHIFT;
+    }
+    if (!err && stuck != ebbi_ph_stats.unreleasable) err = "unreleasable counter differs from the stuck list";
+    lru += stuck;
     if (!err && res != ebbi_ph_stats.free_res) err = "free_res counter differs from the lists";
-    for (struct ebb_span *s = releasing.head; s; s = s->next) rel += s->npages << EBB_PAGE_SHIFT;
+    for (struct ebb_span *s = cut_out.head; s; s = s->next) rel += s->npages << EBB_PAGE_SHIFT;
     if (!err && rel != ebbi_ph_stats.released) err = "released counter differs from the lists";
-    if (!err && lru != res) err = "age list differs from the resident free lists";
+    if (!err && lru != res) err = "age and stuck lists differ from the resident free lists";
+    if (!err) err = ebbi_meta_verify(); /* the span records */
     ebbi_unlock(&ebbi_ph_lock);
     return err;
 }

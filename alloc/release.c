@@ -5,26 +5,67 @@
  * spans can empty.  The work is driven from the slow paths of malloc and free (at most
  * once per RELEASE_MS/4), and, for processes that stop calling malloc, from a background
  * thread that sleeps RELEASE_MS/4 (at least 100 ms) between passes; that thread also
- * empties the caches of threads that sleep (thread_cache.c).  Near the soft limit
- * everything free is released at once.
+ * empties the caches of threads that sleep (thread_cache.c) and writes the stats page
+ * (shm.c).  Near the soft limit everything free is released at once.
+ *
+ * Where the background thread starts.  Never from inside malloc or free: libc calls them
+ * with its own locks held (pthread_join frees a thread's TLS under the thread-stack
+ * cache lock, dlclose runs destructors under the loader's lock, stdio allocates under
+ * its locks), and pthread_create takes those locks.  Nor in a program that has one
+ * thread: libc's fork is async-signal-safe only there (it skips its atfork, stdio and
+ * malloc locking when single-threaded), and unshare(CLONE_NEWUSER) fails in a
+ * multi-threaded process.  So it starts only once the application itself is
+ * multi-threaded, at one of two points (a fork child has one thread and
+ * is such a program again):
+ *   - the shared library interposes pthread_create and starts it inside the
+ *     application's first call, before that call creates the application's thread: a
+ *     public entry point, which libc never calls with its locks held (libc's own helper
+ *     threads use internal names and are not seen);
+ *   - the static ebb_ API library (libc never calls ebb_ functions) starts it from a slow
+ *     path, once libc says the process is multi-threaded (__libc_single_threaded).
+ * A process with one thread has no background thread: its free memory goes back on its
+ * own slow paths, at most RELEASE_MS/4 late at its next allocator call that reaches one,
+ * and at malloc_trim; those slow paths also write the stats page.
  *
  * Container awareness: the memory limit of the process's cgroup (v2 memory.max, v1
- * memory.limit_in_bytes) is read at start; EBB_SOFT_LIMIT=90% means 90% of it. */
+ * memory.limit_in_bytes, by the rules of cgroup.c) is read at start; EBB_SOFT_LIMIT=90% means
+ * 90% of it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/single_threaded.h>
 
 #include "internal.h"
 
-bool ebbi_thp_active;
+/* Huge pages.  The kernel's transparent huge page is mapped by one page-table entry a
+ * level up: 2 MiB with 4 KiB kernel pages, 32 MiB with 16 KiB, 512 MiB with 64 KiB
+ * (hpage_pmd_size; computed from the page size where that file cannot be read, and under
+ * a test's fake page size).  The page heap maps chunks of two huge pages or more, aligned
+ * to one, and with THP "always" releases whole huge pages first (page_heap.c).
+ * A huge page above HUGE_PLAN_MAX is not planned for: chunks of 1 GiB and releases in
+ * 512 MiB blocks would keep resident far more than they save, and a sparsely used
+ * 512 MiB block that the kernel collapsed into a huge page would be resident whole.  There
+ * ebbmalloc marks its memory MADV_NOHUGEPAGE and maps 2 MiB-aligned chunks, as with
+ * EBB_HUGEPAGES=0.  All three are set once, in ebbi_release_init, and published by
+ * ebbi_init_state. */
+#define HUGE_PLAN_MAX ((size_t)32 << 20)
+size_t ebbi_huge_size = (size_t)2 << 20;
+bool ebbi_thp_active, ebbi_thp_refused;
+
+/* Ordering: these four only decide whether a thread tries a pass (or starts the
+ * thread); none publishes data.  The work of a pass is done under the central and page
+ * heap locks, which order it against every other thread; a pass's results are not
+ * read through these flags.  So loads that may be stale are relaxed: a stale next_due_ms
+ * or pressure makes a thread try a pass one tick early (then `releasing` refuses it) or
+ * one tick late; a stale bg_started sends a thread to the compare-and-swap, which only
+ * one wins.  The background thread synchronises with its creator through
+ * pthread_create. */
 static _Atomic uint64_t next_due_ms;
-static _Atomic int releasing;      /* one pass at a time */
-static _Atomic int bg_started;     /* 0 no, 1 yes (or being started) */
-static _Atomic int pressure;       /* the soft limit was crossed: trim all tiers */
+static _Atomic int releasing;  /* one pass at a time */
+static _Atomic int bg_started; /* 0 no, 1 yes (or being started) */
+static _Atomic int pressure;   /* the soft limit was crossed: trim all tiers */
 static uint64_t cgroup_limit, soft_limit;
 static double cgroup_cpus;
 
@@ -32,176 +73,88 @@ uint64_t ebbi_cgroup_limit(void) { return cgroup_limit; }
 uint64_t ebbi_soft_limit(void) { return soft_limit; }
 double ebbi_cgroup_cpus(void) { return cgroup_cpus; }
 
-/* ---------------------------------------------------------------- cgroups */
-/* The cgroup path of the process for a v1 controller (or v2 when controller is NULL),
- * from the text of /proc/self/cgroup. */
-static bool cgroup_path(const char *text, const char *controller, char *out, size_t n) {
-    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-        const char *c1 = strchr(line, ':');
-        if (!c1) break;
-        const char *c2 = strchr(c1 + 1, ':');
-        if (!c2) break;
-        const char *end = strchr(c2 + 1, '\n');
-        if (!end) end = c2 + 1 + strlen(c2 + 1);
-        bool match;
-        if (!controller) {
-            match = c2 == c1 + 1; /* "0::/path" */
-        } else {
-            match = false;
-            size_t cl = strlen(controller);
-            for (const char *p = c1 + 1; p < c2;) {
-                const char *comma = memchr(p, ',', (size_t)(c2 - p));
-                const char *e = comma ? comma : c2;
-                if ((size_t)(e - p) == cl && !memcmp(p, controller, cl)) match = true;
-                p = e + 1;
-            }
-        }
-        if (match) {
-            size_t len = (size_t)(end - (c2 + 1));
-            if (len >= n) return false;
-            memcpy(out, c2 + 1, len);
-            out[len] = 0;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Reads an unsigned number (or "max" -> UINT64_MAX) from dir/file. */
-static bool read_u64(const char *dir, const char *file, uint64_t *v) {
-    char path[512], buf[64];
-    ebbi_snprintf(path, sizeof path, "%s/%s", dir, file);
-    if (!ebbi_read_file(path, buf, sizeof buf)) return false;
-    if (!strncmp(buf, "max", 3)) {
-        *v = UINT64_MAX;
-        return true;
-    }
-    char *e;
-    errno = 0;
-    unsigned long long x = strtoull(buf, &e, 10);
-    if (e == buf || errno) return false;
-    *v = x;
-    return true;
-}
-
-/* The smallest limit from dir up to root (limits nest).  Stops at root. */
-static uint64_t min_limit_up(const char *root, const char *rel, const char *file) {
-    char dir[512];
-    uint64_t best = UINT64_MAX, v;
-    ebbi_snprintf(dir, sizeof dir, "%s%s", root, rel);
-    size_t rootlen = strlen(root);
-    for (;;) {
-        size_t l = strlen(dir);
-        while (l > rootlen && dir[l - 1] == '/') dir[--l] = 0;
-        if (read_u64(dir, file, &v) && v < best) best = v;
-        if (l <= rootlen) break;
-        char *slash = strrchr(dir + rootlen, '/');
-        if (!slash) break;
-        *slash = 0;
-    }
-    return best;
-}
-
-uint64_t ebbi_cgroup_parse_limit(const char *root, const char *proc_cgroup) {
-    char rel[256], dir[512];
-    uint64_t lim = UINT64_MAX;
-    if (cgroup_path(proc_cgroup, NULL, rel, sizeof rel)) { /* v2 */
-        lim = min_limit_up(root, rel, "memory.max");
-        if (lim == UINT64_MAX) lim = min_limit_up(root, "", "memory.max");
-    } else if (cgroup_path(proc_cgroup, "memory", rel, sizeof rel)) { /* v1 */
-        ebbi_snprintf(dir, sizeof dir, "%s/memory", root);
-        lim = min_limit_up(dir, rel, "memory.limit_in_bytes");
-        if (lim == UINT64_MAX) lim = min_limit_up(dir, "", "memory.limit_in_bytes");
-    }
-    /* v1 says "no limit" with a huge page-rounded number. */
-    if (lim >= ((uint64_t)1 << 60)) return 0;
-    return lim;
-}
-
-double ebbi_cgroup_parse_cpus(const char *root, const char *proc_cgroup) {
-    char rel[256], dir[512], path[600], buf[128];
-    if (cgroup_path(proc_cgroup, NULL, rel, sizeof rel)) {
-        ebbi_snprintf(path, sizeof path, "%s%s/cpu.max", root, rel);
-        if (!ebbi_read_file(path, buf, sizeof buf)) {
-            ebbi_snprintf(path, sizeof path, "%s/cpu.max", root);
-            if (!ebbi_read_file(path, buf, sizeof buf)) return 0;
-        }
-        if (!strncmp(buf, "max", 3)) return 0;
+static size_t pmd_size(void) {
+    size_t kp = ebbi_os_page_size(), pmd = kp * (kp / 8); /* a page of 8-byte entries */
+    char buf[32];
+    if (!ebbi_os_page_fake &&
+        ebbi_read_file("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", buf, sizeof buf)) {
         char *e;
-        double q = strtod(buf, &e), p = strtod(e, NULL);
-        return q > 0 && p > 0 ? q / p : 0;
+        unsigned long long v = strtoull(buf, &e, 10);
+        if (e != buf && v >= kp && !(v & (v - 1))) pmd = (size_t)v;
     }
-    if (cgroup_path(proc_cgroup, "cpu", rel, sizeof rel)) {
-        uint64_t q, p;
-        ebbi_snprintf(dir, sizeof dir, "%s/cpu%s", root, rel);
-        if (!read_u64(dir, "cpu.cfs_quota_us", &q) || !read_u64(dir, "cpu.cfs_period_us", &p)) {
-            ebbi_snprintf(dir, sizeof dir, "%s/cpu", root);
-            if (!read_u64(dir, "cpu.cfs_quota_us", &q) || !read_u64(dir, "cpu.cfs_period_us", &p))
-                return 0;
-        }
-        if ((int64_t)q <= 0 || !p) return 0;
-        return (double)q / (double)p;
-    }
-    return 0;
+    return pmd;
 }
 
 void ebbi_release_init(void) {
     char buf[64];
-    ebbi_thp_active = ebbi_opt(EBB_OPT_HUGEPAGES) &&
+    size_t pmd = pmd_size();
+    bool plan = pmd <= HUGE_PLAN_MAX;
+    ebbi_huge_size = plan ? pmd : (size_t)2 << 20; /* 2 MiB: whole 64 KiB pages */
+    ebbi_thp_refused = !ebbi_opt(EBB_OPT_HUGEPAGES) || !plan;
+    ebbi_thp_active = !ebbi_thp_refused &&
                       ebbi_read_file("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof buf) &&
                       strstr(buf, "[always]");
     static char text[4096];
     if (ebbi_read_file("/proc/self/cgroup", text, sizeof text)) {
-        cgroup_limit = ebbi_cgroup_parse_limit("/sys/fs/cgroup", text);
-        cgroup_cpus = ebbi_cgroup_parse_cpus("/sys/fs/cgroup", text);
+        cgroup_limit = ebbi_cgroup_parse_limit(ebbi_read_file, "/sys/fs/cgroup", text);
+        cgroup_cpus = ebbi_cgroup_parse_cpus(ebbi_read_file, "/sys/fs/cgroup", text);
     }
     int64_t sl = ebbi_opt(EBB_OPT_SOFT_LIMIT);
-    if (sl > 0)
-        soft_limit = (uint64_t)sl;
-    else if (sl < 0 && cgroup_limit)
-        soft_limit = cgroup_limit / 100 * (uint64_t)-sl;
+    if (sl > 0) soft_limit = (uint64_t)sl;
+    else if (sl < 0 && cgroup_limit) soft_limit = cgroup_limit / 100 * (uint64_t)-sl;
     atomic_store(&next_due_ms, ebbi_now_ms() + 100);
 }
 
 /* ---------------------------------------------------------------- passes */
 static void release_pass(uint64_t now, bool everything) {
     ebbi_central_trim(everything);
-    ebbi_central_release_tails(everything);
+    ebbi_central_release_pages(everything);
     ebbi_lock(&ebbi_ph_lock);
-    uint64_t cutoff = now > (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) ? now - (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) : 0;
-    if (everything)
-        ebbi_page_release_locked(0, SIZE_MAX);
+    uint64_t cutoff =
+        now > (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) ? now - (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) : 0;
+    if (everything) ebbi_page_release_locked(0, SIZE_MAX, EBB_WHY_SOFT);
     else if (ebbi_page_oldest_free_ms() <= cutoff)
-        ebbi_page_release_locked(cutoff ? cutoff : 1, SIZE_MAX);
+        ebbi_page_release_locked(cutoff ? cutoff : 1, SIZE_MAX, EBB_WHY_TIMER);
+    ebbi_page_release_map_locked();
     ebbi_unlock(&ebbi_ph_lock);
     ebbi_page_release_finish();
-    if (EBB_DEBUG) { /* the whole page heap, checked at every pass of a debug build */
+    ebbi_meta_release(); /* the records of spans that are gone */
+    if (EBB_DEBUG) {     /* the whole page heap, checked at every pass of a debug build */
         const char *err = ebbi_page_heap_verify();
         if (err) ebbi_fatal("internal check failed: page heap: %s", err);
     }
 }
 
+static uint64_t bg_passes; /* passes of the background thread done, for tests (relaxed) */
+uint64_t ebbi_release_bg_passes(void) { return __atomic_load_n(&bg_passes, __ATOMIC_RELAXED); }
+
+/* The pass of the background thread: idle threads' caches first (what they held is as
+ * old as their idleness, so the spans it frees go back in the same pass). */
+static void bg_pass(void) {
+    uint64_t t = ebbi_now_ms();
+    size_t drained = ebbi_tc_drain_idle(false);
+    release_pass(ebbi_now_ms(), atomic_exchange(&pressure, 0));
+    if (drained) {
+        ebbi_lock(&ebbi_ph_lock);
+        ebbi_page_release_since_locked(t);
+        ebbi_unlock(&ebbi_ph_lock);
+        ebbi_page_release_finish();
+    }
+    __atomic_fetch_add(&bg_passes, 1, __ATOMIC_RELAXED);
+}
+
+/* The stats page has one writer at a time: whoever holds `releasing`. */
 static void *bg_main(void *arg) {
     (void)arg;
-    for (;;) {
-        ebbi_shm_publish();
-        int64_t ms = ebbi_opt(EBB_OPT_RELEASE_MS) / 4; /* memory goes back within 1.25x its age limit */
-        if (ms < 100) ms = 100;
-        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-        while (nanosleep(&ts, &ts) && errno == EINTR) {}
+    for (bool first = true;; first = false) {
+        if (!first) {
+            int64_t ms = ebbi_opt(EBB_OPT_RELEASE_MS) / 4; /* memory goes back within 1.25x its age limit */
+            ebbi_os_sleep_ms((uint64_t)(ms < 100 ? 100 : ms));
+        }
         int z = 0;
         if (atomic_compare_exchange_strong(&releasing, &z, 1)) {
-            /* Caches of idle threads first; what they held is as old as their idleness,
-             * so the spans it frees go back in the same pass. */
-            uint64_t t = ebbi_now_ms();
-            size_t drained = ebbi_tc_drain_idle(false);
-            release_pass(ebbi_now_ms(), atomic_exchange(&pressure, 0));
-            if (drained) {
-                ebbi_lock(&ebbi_ph_lock);
-                ebbi_page_release_since_locked(t);
-                ebbi_unlock(&ebbi_ph_lock);
-                ebbi_page_release_finish();
-            }
+            if (!first) bg_pass();
+            ebbi_shm_publish();
             atomic_store(&releasing, 0);
         }
     }
@@ -211,74 +164,91 @@ static void *bg_main(void *arg) {
 static void start_background(void) {
     int z = 0;
     if (!ebbi_opt(EBB_OPT_BACKGROUND) || !atomic_compare_exchange_strong(&bg_started, &z, 1)) return;
-    pthread_attr_t at;
-    pthread_t t;
-    sigset_t all, old;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&at, 64 << 10);
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread takes no signals meant for others */
-    int err = pthread_create(&t, &at, bg_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&at);
-    if (err) atomic_store(&bg_started, 0);
-    else pthread_setname_np(t, "ebb-release");
+    if (!ebbi_os_start_thread(bg_main, "ebb-release")) atomic_store(&bg_started, 0);
 }
 
-/* The background thread starts at the first slow path that finds memory waiting to be
- * released (so a process that frees a burst and goes idle still gives it back), never
- * during initialisation, and not at all in a process that never frees pages (a thread
- * would, for instance, make unshare(CLONE_NEWUSER) fail in a single-threaded program). */
-static void maybe_start_background(void) {
-    if (likely(atomic_load_explicit(&bg_started, memory_order_relaxed))) return;
-    if (!__atomic_load_n(&ebbi_ph_stats.free_res, __ATOMIC_RELAXED) && !ebbi_opt(EBB_OPT_STATS_SHM))
-        return;
-    int saved = errno;
-    start_background();
-    errno = saved;
+#if EBB_OVERRIDE
+/* The application's own threads: ebbmalloc's starts first (see the top of this file).
+ * The first call also finds libc's pthread_create, which every call then forwards to. */
+EBB_EXPORT int pthread_create(pthread_t *restrict thread, const pthread_attr_t *restrict attr,
+                              void *(*fn)(void *), void *restrict arg) {
+    ebbi_os_find_pthread_create();
+    if (!atomic_load_explicit(&bg_started, memory_order_relaxed)) {
+        ebbi_ensure_init();
+        start_background();
+    }
+    return ebbi_os_pthread_create(thread, attr, fn, arg);
 }
+#define maybe_start_background() ((void)0)
+#else
+/* The ebb_ API: from a slow path, once the process is multi-threaded.  libc never says a
+ * fork child is single-threaded again, so in one (forked_single) a second thread that
+ * allocates is what shows it. */
+static bool forked_single;
+static void maybe_start_background(void) {
+    if (likely(atomic_load_explicit(&bg_started, memory_order_relaxed)) || __libc_single_threaded) return;
+    if (forked_single && ebbi_tc_threads() < 2) return;
+    start_background();
+}
+#endif
 
 void ebbi_release_tick(void) {
     uint64_t now = ebbi_now_ms();
     uint64_t due = atomic_load_explicit(&next_due_ms, memory_order_relaxed);
     if (likely(now < due) && !atomic_load_explicit(&pressure, memory_order_relaxed)) {
-        if (unlikely(!atomic_load_explicit(&bg_started, memory_order_relaxed)) &&
-            __atomic_load_n(&ebbi_ph_stats.free_res, __ATOMIC_RELAXED))
-            maybe_start_background();
+        maybe_start_background();
         return;
     }
     int z = 0;
     if (!atomic_compare_exchange_strong(&releasing, &z, 1)) return;
     int64_t every = ebbi_opt(EBB_OPT_RELEASE_MS) / 4;
     atomic_store(&next_due_ms, now + (uint64_t)(every < 10 ? 10 : every));
+    /* Between their locks the pass and the page write have shared state in hand: marked,
+     * so that a fork from a signal handler in here leaves it alone (init.c). */
+    ebbi_work_begin();
     release_pass(now, atomic_exchange(&pressure, 0));
+    if (!atomic_load_explicit(&bg_started, memory_order_relaxed)) ebbi_shm_publish();
+    ebbi_work_end();
     atomic_store(&releasing, 0);
     maybe_start_background();
 }
 
 size_t ebbi_release_all(void) {
     ebbi_tc_flush_self();
-    ebbi_tc_drain_idle(true);
+    ebbi_tc_drain_idle(false); /* idle threads only, as the release thread's */
     ebbi_central_trim(true);
-    size_t tails = ebbi_central_release_tails(true);
+    size_t pages = ebbi_central_release_pages(true);
     ebbi_lock(&ebbi_ph_lock);
-    size_t r = ebbi_page_release_locked(0, SIZE_MAX);
+    size_t r = ebbi_page_release_locked(0, SIZE_MAX, EBB_WHY_TRIM);
+    ebbi_page_release_map_locked();
     ebbi_unlock(&ebbi_ph_lock);
     ebbi_page_release_finish();
-    return r + tails;
+    return r + pages + ebbi_meta_release();
 }
 
 /* Called with the page heap lock held, after a free or before growing. */
 void ebbi_check_soft_limit_locked(void) {
     if (!soft_limit) return;
-    if (ebbi_ph_stats.mapped - ebbi_ph_stats.released > soft_limit && ebbi_ph_stats.free_res) {
-        ebbi_page_release_locked(0, SIZE_MAX);
+    /* Free memory that holds no whole kernel page cannot go back: it does not count. */
+    if (ebbi_ph_stats.mapped - ebbi_ph_stats.released > soft_limit &&
+        ebbi_ph_stats.free_res > ebbi_ph_stats.unreleasable) {
+        ebbi_page_release_locked(0, SIZE_MAX, EBB_WHY_SOFT);
         atomic_store(&pressure, 1); /* and the caches, at the next pass */
     }
 }
 
-void ebbi_release_fork_child(void) {
-    atomic_store(&bg_started, 0); /* the thread did not survive the fork: start anew */
+/* The child of a fork: the thread did not survive it, and none is started here.  The
+ * child has one thread, like a program that has not yet called pthread_create: libc and
+ * the kernel treat it as single-threaded (unshare(CLONE_NEWUSER) works in it only while
+ * it stays so, and its fork is async-signal-safe), so its release thread starts where a
+ * program's does, once it is multi-threaded (see the top of this file).  skipped: the
+ * fork came from a signal handler that interrupted ebbmalloc, and only what no
+ * interrupted frame uses is touched (`releasing` may be this thread's). */
+void ebbi_release_fork_child(bool skipped) {
+    atomic_store(&bg_started, 0);
+#if !EBB_OVERRIDE
+    forked_single = true;
+#endif
+    if (skipped) return;
     atomic_store(&releasing, 0);
 }

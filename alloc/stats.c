@@ -1,32 +1,45 @@
-/* stats.c: where the memory is.
+/* stats.c: where the memory is: ebb_stats and glibc's reports (mallinfo, mallinfo2,
+ * malloc_stats, malloc_info).  The live stats page that publishes it is shm.c.
  *
  * Every byte ebbmalloc holds from the kernel is in exactly one place:
- *   page heap: free resident (page_free) or free released (released), or handed out as
- *   a span; a SMALL span's bytes are objects with the program (in_use), objects in
- *   thread caches (thread_cache), or free objects, transfer-cache batches, uncarved
- *   objects and the span's unusable tail (central); LARGE and MAPPED spans are in_use.
- *   Metadata is ebbmalloc's own records.
- * So resident = in_use + thread_cache + central + page_free + metadata and
- * mapped = resident + released, by construction; the tests check the parts against
- * what the program allocated and against the kernel's resident set. */
+ *   page heap: free resident (page_free, with spans whose madvise is under way) or free
+ *   released (released), or handed out as a span; a SMALL span's bytes are objects with
+ *   the program (in_use), objects in thread caches (thread_cache), or free objects,
+ *   transfer-cache batches and the span's unusable head (central), less the kernel pages
+ *   of free objects that central.c gave back (released); LARGE and MAPPED spans are
+ *   in_use.  Metadata is ebbmalloc's own records.
+ * Two sides are counted, each where it changes, and neither is derived from the other:
+ *   the whole: os.c keeps the kernel's side of the heap's memory (mappings adopted and
+ *   forgotten, pages given back and taken back: ebbi_os_heap_counts); metadata is counted
+ *   by meta.c and pagemap.c where their records are mapped and given back.  resident =
+ *   heap mapped - heap not resident + metadata, released = heap not resident, mapped =
+ *   heap mapped + metadata.
+ *   the parts: objects handed out by each central list (pop and push, under its lock),
+ *   objects in thread caches (each list's max - room, which the fast paths keep), free
+ *   and transfer-cache objects of each central list and its spans' heads, SMALL and
+ *   LARGE span bytes as the page heap hands them out and takes them back, MAPPED spans'
+ *   bytes, the page heap's free resident bytes.  in_use = handed out - cached + LARGE +
+ *   MAPPED.
+ * So resident = in_use + thread_cache + central + page_free + metadata holds only if
+ * every counter is right, and the tests check it: exactly in a snapshot no other thread
+ * changes, within what moved meanwhile otherwise (each part is read at its own moment),
+ * and against the kernel's resident set.  ebbi_stats_verify checks the counters the sum
+ * does not see (the page heap's against the OS layer's, its SMALL bytes against the
+ * central lists'). */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <signal.h>
-#include <stdlib.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "internal.h"
 
 struct class_totals {
-    size_t span_bytes, free_bytes, tail_released;
+    size_t span_bytes; /* of SMALL spans, as the central lists count them */
+    size_t out_bytes;  /* objects handed out (caches and program) */
+    size_t free_bytes; /* free objects, transfer caches, and the spans' unusable heads */
+    size_t released;   /* kernel pages of live spans given back */
+    size_t growing;    /* spans being made, counted by the page heap only */
     size_t free_count[EBB_NCLASS];
 };
 
@@ -37,15 +50,47 @@ static void central_totals(struct class_totals *t) {
         const struct ebb_class_info *ci = &ebbi_classes[c];
         ebbi_lock(&ce->lock);
         size_t spans = ce->spans;
-        size_t free_obj = ce->free_objects + ce->tc_objects;
-        size_t tails = ce->tail_released;
+        size_t free_obj = ce->free_objects + ce->xfer_objects;
+        size_t out = ce->handed_out;
+        size_t released = ce->released;
+        t->growing += ce->growing;
         ebbi_unlock(&ce->lock);
-        t->tail_released += tails;
+        t->released += released;
         size_t sb = spans * ci->pages * EBB_PAGE;
         t->span_bytes += sb;
-        /* free objects plus each span's tail that holds no object */
+        t->out_bytes += out * ci->size;
         t->free_bytes += free_obj * ci->size + (sb - spans * ebbi_class_objects(c) * ci->size);
         t->free_count[c] = free_obj;
+    }
+}
+
+/* The page heap's counters that change when spans move between it, the central lists,
+ * the program and the kernel. */
+static bool ph_same(const struct ebb_page_heap_stats *a, const struct ebb_page_heap_stats *b) {
+    return a->mapped == b->mapped && a->free_res == b->free_res && a->released == b->released &&
+           a->small == b->small && a->large == b->large && a->mapped_direct == b->mapped_direct &&
+           a->releasing == b->releasing;
+}
+
+/* The page heap's counters, the OS layer's and the central lists', read so that they
+ * agree where they can.  The central lists are read one lock at a time: a span that
+ * moved to or from the page heap meanwhile, or a page given back, would be counted on
+ * neither side or on both.  So the page heap and the OS layer are read before and after,
+ * and the walk is repeated (32 times at most) until they did not change across it and
+ * no span was being made for a class (the page heap's SMALL before the class counts
+ * it). */
+static void snapshot(struct ebb_page_heap_stats *ph, struct class_totals *ct, size_t *heap_mapped,
+                     size_t *heap_gone) {
+    struct ebb_page_heap_stats ph2;
+    size_t m2, g2;
+    for (int tries = 0;; tries++) {
+        ebbi_os_heap_counts(heap_mapped, heap_gone);
+        ebbi_page_heap_stats(ph);
+        central_totals(ct);
+        ebbi_page_heap_stats(&ph2);
+        ebbi_os_heap_counts(&m2, &g2);
+        if (ph_same(ph, &ph2) && !ct->growing && m2 == *heap_mapped && g2 == *heap_gone) return;
+        if (tries == 31) return;
     }
 }
 
@@ -54,25 +99,23 @@ EBB_EXPORT void ebb_stats(struct ebb_stats *st) {
     if (atomic_load(&ebbi_init_state) != 2) return;
     struct ebb_page_heap_stats ph;
     struct class_totals ct;
-    size_t threads;
-    central_totals(&ct);
+    size_t threads, heap_mapped, heap_gone;
+    snapshot(&ph, &ct, &heap_mapped, &heap_gone);
     size_t tc = ebbi_tc_cached_bytes(&threads);
-    ebbi_page_heap_stats(&ph);
-    size_t spans_out = ph.mapped - ph.free_res - ph.released; /* SMALL + LARGE + MAPPED */
-    size_t small = ct.span_bytes < spans_out ? ct.span_bytes : spans_out;
-    size_t large = spans_out - small;
-    size_t central = ct.free_bytes < small ? ct.free_bytes : small;
-    if (tc > small - central) tc = small - central; /* racy reads: keep the parts consistent */
-    st->in_use = small - central - tc + large;
+    /* The whole, from the OS layer and the metadata's own counts. */
+    st->metadata = ebbi_meta_bytes() + ebbi_pm_bytes();
+    st->released = heap_gone;
+    st->resident = heap_mapped - heap_gone + st->metadata;
+    st->mapped = heap_mapped + st->metadata;
+    /* The parts, each from its own counter.  Objects a cache takes or gives back while
+     * this reads may be seen cached and not yet handed out: the difference would wrap,
+     * so there it reads as none in use (no snapshot taken alone can show it). */
+    size_t small_in_use = ct.out_bytes > tc ? ct.out_bytes - tc : 0;
+    st->in_use = small_in_use + ph.large + ph.mapped_direct;
     st->thread_cache = tc;
-    /* released tails of free objects are out of the resident set */
-    size_t tails = ct.tail_released < central ? ct.tail_released : central;
-    st->central = central - tails;
-    st->page_free = ph.free_res;
-    st->released = ph.released + tails;
-    st->metadata = ebbi_meta_bytes() + ebbi_pm_bytes(ph.mapped);
-    st->resident = st->in_use + st->thread_cache + st->central + st->page_free + st->metadata;
-    st->mapped = st->resident + st->released;
+    st->central = ct.free_bytes - ct.released;
+    /* spans whose madvise is under way are still resident */
+    st->page_free = ph.free_res + ph.releasing;
     st->peak_in_use = ph.peak_used > st->in_use ? ph.peak_used : st->in_use;
     st->threads = threads;
     st->release_calls = ph.release_calls;
@@ -80,6 +123,24 @@ EBB_EXPORT void ebb_stats(struct ebb_stats *st) {
     st->cgroup_limit = ebbi_cgroup_limit();
     st->soft_limit = ebbi_soft_limit();
     st->idle_caches_emptied = ebbi_tc_idle_emptied();
+}
+
+/* The counters the identity does not see, each against another counted elsewhere.  Exact
+ * only while no other thread allocates, frees or releases (the background thread too). */
+const char *ebbi_stats_verify(void) {
+    struct ebb_page_heap_stats ph;
+    struct class_totals ct;
+    size_t heap_mapped, heap_gone;
+    snapshot(&ph, &ct, &heap_mapped, &heap_gone);
+    if (ph.mapped != heap_mapped) return "the page heap's mapped bytes differ from the OS layer's";
+    if (ph.released - ph.releasing + ct.released != heap_gone)
+        return "released bytes differ from the OS layer's";
+    if (ph.small != ct.span_bytes) return "SMALL span bytes differ between page heap and central lists";
+    if (ph.small + ph.large + ph.mapped_direct + ph.free_res + ph.released != ph.mapped)
+        return "the page heap's spans do not add up to what it mapped";
+    if (ct.out_bytes + ct.free_bytes != ct.span_bytes)
+        return "the central lists' objects do not fill their spans";
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- glibc's reports */
@@ -149,6 +210,11 @@ static void stats_report(int fd) {
     o += line(b + o, n - o, "central          ", st.central);
     o += line(b + o, n - o, "free resident    ", st.page_free);
     o += line(b + o, n - o, "metadata         ", st.metadata);
+    size_t records, record_bytes;
+    ebbi_meta_records(&records, &record_bytes);
+    o += line(b + o, n - o, " span records    ", records);
+    o += line(b + o, n - o, " their pages     ", record_bytes);
+    o += line(b + o, n - o, " page map        ", ebbi_pm_bytes());
     o += line(b + o, n - o, "resident         ", st.resident);
     o += line(b + o, n - o, "released         ", st.released);
     o += line(b + o, n - o, "mapped           ", st.mapped);
@@ -156,6 +222,13 @@ static void stats_report(int fd) {
     o += line(b + o, n - o, "threads          ", st.threads);
     o += line(b + o, n - o, "release calls    ", st.release_calls);
     o += line(b + o, n - o, "released total   ", st.released_total);
+    o += line(b + o, n - o, " by the timer    ", ph.released_by[EBB_WHY_TIMER]);
+    o += line(b + o, n - o, " by the cap      ", ph.released_by[EBB_WHY_CAP]);
+    o += line(b + o, n - o, " by the trade    ", ph.released_by[EBB_WHY_TRADE]);
+    o += line(b + o, n - o, " by malloc_trim  ", ph.released_by[EBB_WHY_TRIM]);
+    o += line(b + o, n - o, " by soft limit   ", ph.released_by[EBB_WHY_SOFT]);
+    o += line(b + o, n - o, "faulted in       ", ph.faulted_bytes);
+    o += line(b + o, n - o, " refaulted       ", ph.refault_bytes);
     o += line(b + o, n - o, "cgroup limit     ", st.cgroup_limit);
     o += line(b + o, n - o, "soft limit       ", st.soft_limit);
     o += line(b + o, n - o, "cgroup cpus x100 ", (size_t)(ebbi_cgroup_cpus() * 100));
@@ -169,7 +242,7 @@ EBB_EXPORT void ebb_malloc_stats(void) { stats_report(2); }
 static int exit_fd = 2;
 void ebbi_stats_init(void) {
     if (!ebbi_opt(EBB_OPT_STATS)) return;
-    int fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
+    int fd = ebbi_os_dup_fd(2, 100);
     if (fd >= 0) exit_fd = fd;
 }
 
@@ -205,8 +278,7 @@ EBB_EXPORT int ebb_malloc_info(int options, FILE *fp) {
     fprintf(fp, "<total type=\"fast\" count=\"0\" size=\"0\"/>\n");
     fprintf(fp, "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n", free_count,
             (size_t)(st.central + st.page_free));
-    fprintf(fp, "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n", ph.mapped_count,
-            ph.mapped_direct);
+    fprintf(fp, "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n", ph.mapped_count, ph.mapped_direct);
     fprintf(fp, "<system type=\"current\" size=\"%zu\"/>\n", (size_t)st.resident);
     fprintf(fp, "<system type=\"max\" size=\"%zu\"/>\n", (size_t)st.mapped);
     fprintf(fp, "<aspace type=\"total\" size=\"%zu\"/>\n", (size_t)st.mapped);
@@ -215,27 +287,31 @@ EBB_EXPORT int ebb_malloc_info(int options, FILE *fp) {
             "<ebbmalloc in_use=\"%llu\" thread_cache=\"%llu\" central=\"%llu\" page_free=\"%llu\" "
             "released=\"%llu\" metadata=\"%llu\" resident=\"%llu\" mapped=\"%llu\" threads=\"%llu\"/>\n",
             (unsigned long long)st.in_use, (unsigned long long)st.thread_cache,
-            (unsigned long long)st.central, (unsigned long long)st.page_free,
-            (unsigned long long)st.released, (unsigned long long)st.metadata,
-            (unsigned long long)st.resident, (unsigned long long)st.mapped,
+            (unsigned long long)st.central, (unsigned long long)st.page_free, (unsigned long long)st.released,
+            (unsigned long long)st.metadata, (unsigned long long)st.resident, (unsigned long long)st.mapped,
             (unsigned long long)st.threads);
     fputs("</malloc>\n", fp);
     return 0;
 }
 
-/* EBB_STATS=2: also one line per size class that holds memory. */
+/* EBB_STATS=2: also one line per size class that holds memory or gave pages back: the
+ * bytes of its live spans' kernel pages given back now, ever, and brought back ever. */
 static void class_report(int fd) {
-    char b[160];
-    int n = ebbi_snprintf(b, sizeof b, "class     size  spans  span-bytes  free-objects  in-transfer\n");
+    char b[200];
+    int n = ebbi_snprintf(b, sizeof b,
+                          "class     size  spans  span-bytes  free-objects  in-transfer"
+                          "  released  released-ever  brought-back\n");
     ebbi_write_fd(fd, b, (size_t)n);
     for (unsigned c = 1; c < EBB_NCLASS; c++) {
         struct ebb_central *ce = &ebbi_central[c];
         ebbi_lock(&ce->lock);
-        size_t spans = ce->spans, fo = ce->free_objects, tco = ce->tc_objects;
+        size_t spans = ce->spans, fo = ce->free_objects, tco = ce->xfer_objects;
+        size_t rel = ce->released, out = ce->pages_out, back = ce->pages_back;
         ebbi_unlock(&ce->lock);
-        if (!spans) continue;
-        n = ebbi_snprintf(b, sizeof b, "%u %zu %zu %zu %zu %zu\n", c, (size_t)ebbi_classes[c].size, spans,
-                          spans * ebbi_classes[c].pages * EBB_PAGE, fo, tco);
+        if (!spans && !out) continue;
+        n = ebbi_snprintf(b, sizeof b, "%u %zu %zu %zu %zu %zu %zu %zu %zu\n", c,
+                          (size_t)ebbi_classes[c].size, spans, spans * ebbi_classes[c].pages * EBB_PAGE, fo,
+                          tco, rel, out, back);
         ebbi_write_fd(fd, b, (size_t)n);
     }
 }
@@ -243,110 +319,6 @@ static void class_report(int fd) {
 void ebbi_stats_at_exit(void) {
     stats_report(exit_fd);
     if (ebbi_opt(EBB_OPT_STATS) >= 2) class_report(exit_fd);
-}
-
-/* ---------------------------------------------------------------- live stats page */
-static struct ebb_shm_page *shm_page;
-static char shm_path[64];
-static _Atomic int shm_failed;
-
-static uint64_t self_start_time(void) {
-    char buf[1024];
-    if (!ebbi_read_file("/proc/self/stat", buf, sizeof buf)) return 0;
-    char *p = strrchr(buf, ')');
-    if (!p) return 0;
-    /* ") " ends field 2; each further space starts the next field: stop at field 22 */
-    for (int field = 2; field < 22 && p; field++) p = strchr(p + 1, ' ');
-    if (!p) return 0;
-    uint64_t v = 0;
-    for (p++; *p >= '0' && *p <= '9'; p++) v = v * 10 + (uint64_t)(*p - '0');
-    return v;
-}
-
-/* Pages of processes that died without unlinking theirs (killed) are removed when a
- * process creates its own, so that /dev/shm does not fill up.  getdents64 directly: no
- * allocation. */
-static void shm_remove_stale(void) {
-    int dfd = open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) return;
-    char buf[4096];
-    long n;
-    while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
-        for (long off = 0; off < n;) {
-            struct {
-                uint64_t ino;
-                int64_t off;
-                unsigned short reclen;
-                unsigned char type;
-                char name[];
-            } *d = (void *)(buf + off);
-            off += d->reclen;
-            if (strncmp(d->name, "ebbmalloc.", 10)) continue;
-            char *e;
-            long pid = strtol(d->name + 10, &e, 10);
-            if (*e || pid <= 0) continue;
-            if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) unlinkat(dfd, d->name, 0);
-        }
-    }
-    close(dfd);
-}
-
-static bool shm_create(void) {
-    shm_remove_stale();
-    int pid = getpid();
-    ebbi_snprintf(shm_path, sizeof shm_path, "/dev/shm/ebbmalloc.%d", pid);
-    int fd = open(shm_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 && errno == EEXIST) { /* left by a dead process that had this pid */
-        unlink(shm_path);
-        fd = open(shm_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    }
-    if (fd < 0) return false;
-    void *p = MAP_FAILED;
-    if (ftruncate(fd, 4096) == 0) p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    if (p == MAP_FAILED) {
-        unlink(shm_path);
-        return false;
-    }
-    struct ebb_shm_page *pg = p;
-    pg->version = EBB_SHM_VERSION;
-    pg->size = sizeof *pg;
-    pg->pid = pid;
-    pg->start_time = self_start_time();
-    atomic_thread_fence(memory_order_release);
-    pg->magic = EBB_SHM_MAGIC;
-    shm_page = pg;
-    return true;
-}
-
-void ebbi_shm_publish(void) {
-    if (!ebbi_opt(EBB_OPT_STATS_SHM) || atomic_load(&shm_failed)) return;
-    int saved = errno;
-    if (!shm_page && !shm_create()) {
-        atomic_store(&shm_failed, 1);
-        errno = saved;
-        return;
-    }
-    struct ebb_stats st;
-    ebb_stats(&st);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    __atomic_add_fetch(&shm_page->seq, 1, __ATOMIC_ACQ_REL); /* odd: writing */
-    shm_page->stats = st;
-    shm_page->updated_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    __atomic_add_fetch(&shm_page->seq, 1, __ATOMIC_ACQ_REL); /* even: done */
-    errno = saved;
-}
-
-void ebbi_shm_fork_child(void) {
-    /* The parent's page is shared with us: let go of it; the child makes its own. */
-    if (shm_page) munmap(shm_page, 4096);
-    shm_page = NULL;
-    atomic_store(&shm_failed, 0);
-}
-
-void ebbi_shm_unlink(void) {
-    if (shm_page && shm_page->pid == getpid()) unlink(shm_path);
 }
 
 #if EBB_OVERRIDE

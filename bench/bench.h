@@ -1,10 +1,12 @@
 /* ebb-bench: the benchmark driver's internal interfaces.
  *
- *  procfs.c   parsers for /proc/PID/{status,smaps_rollup,maps,environ}
  *  configs.c  the allocator configurations and the check that one took effect
- *  runner.c   runs one workload under one configuration and samples it
- *  report.c   medians, the markdown table, CSV files and the SVG chart
- *  ebb-bench.c  command line
+ *  runner.c   runs one workload under one configuration and samples it; the
+ *             protocol's line parsers (result, ebbstats)
+ *  report.c   medians and the markdown tables;  csv.c the CSV files;  svg.c the chart;
+ *  memory.c   ebbmalloc's breakdown and whether RSS stayed flat (report.h is theirs)
+ *  parse.c    other programs' output: callgrind files, db_bench's result lines
+ *  The driver (ebb-bench.c, drive.c, workloads.c, fastpath.c) has driver.h.
  */
 #ifndef EBB_BENCH_H
 #define EBB_BENCH_H
@@ -17,51 +19,9 @@
 #include <sys/types.h>
 
 #define BENCH_MIB (1024.0 * 1024.0)
-#define BENCH_HEAP_SIZE (64ull << 20) /* glibc's non-main arena heap reservation on 64-bit */
 
-/* ---------------------------------------------------------------- procfs.c */
-
-/* Reads a whole file (a /proc file has no useful st_size) into *buf, growing it.
- * The text is NUL-terminated; *len excludes the NUL.  Returns 0 or -errno. */
-int proc_read_file(const char *path, char **buf, size_t *cap, size_t *len);
-
-/* Value in kB of a "Name:   1234 kB" line of /proc/PID/status or smaps_rollup;
- * -1 when the field is absent. */
-long long proc_field_kib(const char *text, const char *field);
-
-struct proc_rollup {
-    long long rss_kib, pss_kib, anon_kib, anon_huge_kib, swap_kib;
-};
-/* Parses smaps_rollup text.  Returns 0, or -1 when it has no Rss line. */
-int proc_parse_smaps_rollup(const char *text, struct proc_rollup *out);
-
-struct maps_entry {
-    uint64_t start, end, offset, inode;
-    unsigned dev_major, dev_minor;
-    char perms[5];
-    const char *path; /* points into the line; "" for anonymous mappings */
-    size_t path_len;  /* without a trailing " (deleted)" */
-};
-/* Parses one line of /proc/PID/maps (without the newline).  Returns 0 or -1. */
-int proc_parse_maps_line(const char *line, size_t len, struct maps_entry *e);
-
-/* Counts glibc arena heaps: 64 MiB-aligned 64 MiB windows of anonymous private
- * memory laid out as a read-write part followed by an inaccessible (---p) rest,
- * as pmap shows them (e.g. "65404K rw---" + "132K -----"), including heaps that
- * the kernel merged with a neighbouring heap into one mapping. */
-int proc_count_arena_heaps(const char *maps_text);
-
-/* Is the file (same path after realpath, or same device and inode) mapped? */
-bool proc_maps_has_file(const char *maps_text, const char *real_path, unsigned dev_major,
-                        unsigned dev_minor, uint64_t inode);
-
-/* Name of the first mapped file whose base name starts with one of the
- * NULL-terminated prefixes ("libjemalloc", ...), copied into out; false if none. */
-bool proc_maps_find_lib(const char *maps_text, const char *const *prefixes, char *out,
-                        size_t out_len);
-
-/* Does a /proc/PID/environ buffer (NUL-separated) hold exactly NAME=VALUE? */
-bool proc_environ_has(const char *buf, size_t len, const char *assignment);
+/* /proc is read through the shared procfs library (lib/procfs/procfs.h). */
+#include "procfs.h"
 
 /* --------------------------------------------------------------- configs.c */
 
@@ -69,11 +29,11 @@ bool proc_environ_has(const char *buf, size_t len, const char *assignment);
 
 struct bench_config {
     char name[32];
-    char what[96];                     /* a line for the table's legend */
-    char env[BENCH_MAX_ENV][64];       /* NAME=VALUE set for the child */
+    char what[96];               /* a line for the table's legend */
+    char env[BENCH_MAX_ENV][64]; /* NAME=VALUE set for the child */
     int n_env;
-    char preload[PATH_MAX];            /* LD_PRELOAD library, "" for glibc */
-    char hint[160];                    /* how to get it when it is missing */
+    char preload[PATH_MAX]; /* LD_PRELOAD library, "" for glibc */
+    char hint[160];         /* how to get it when it is missing */
     bool skipped;
     char skip_reason[200];
 };
@@ -82,7 +42,7 @@ struct bench_config {
  * library path (the --lib/EBB_LIB override or the built-in one). */
 int bench_builtin_configs(struct bench_config *out, int max, const char *ebb_lib);
 
-/* Resolves a --configs list ("glibc,arena-max-2", "all", "glibc-all", "peers")
+/* Resolves a --configs list ("glibc,arena-max-2", "all", "glibc-all", "peers", "ebb")
  * against the known configurations.  Returns how many were selected, -1 and a
  * message in err on an unknown name. */
 int bench_select_configs(const struct bench_config *known, int n_known, const char *list,
@@ -91,23 +51,23 @@ int bench_select_configs(const struct bench_config *known, int n_known, const ch
 /* Marks preload configurations whose library file is missing as skipped. */
 void bench_mark_missing(struct bench_config *cfgs, int n);
 
-/* The environment a child gets: ours without LD_PRELOAD, MALLOC_*, GLIBC_TUNABLES
- * and the other allocators' tuning variables, plus the configuration's.
+/* The environment a child gets: ours without LD_PRELOAD, MALLOC_*, GLIBC_TUNABLES,
+ * ebbmalloc's EBB_* and the other allocators' tuning variables, plus the configuration's.
  * Returns a malloc'ed NULL-terminated array (free with bench_free_env). */
 char **bench_child_env(char *const *base, const struct bench_config *cfg);
 void bench_free_env(char **env);
 
 /* What the driver saw of a running child, checked against the configuration. */
 struct bench_evidence {
-    const char *maps;        /* /proc/PID/maps text */
-    const char *environ;     /* /proc/PID/environ buffer */
+    const char *maps;    /* /proc/PID/maps text */
+    const char *environ; /* /proc/PID/environ buffer */
     size_t environ_len;
     const char *malloc_from; /* the workload's "malloc-from" path, or NULL */
 };
 
 /* Did the configuration take effect?  True, or false with the reason in why. */
-bool bench_check_config(const struct bench_config *cfg, const struct bench_evidence *ev,
-                        char *why, size_t why_len);
+bool bench_check_config(const struct bench_config *cfg, const struct bench_evidence *ev, char *why,
+                        size_t why_len);
 
 /* ---------------------------------------------------------------- runner.c */
 
@@ -119,7 +79,7 @@ struct bench_sample {
     uint32_t anon_kib; /* RssAnon */
     uint16_t heaps;    /* glibc 64 MiB heaps in maps */
     uint8_t phase;
-    uint64_t live;     /* the workload's last reported live bytes */
+    uint64_t live; /* the workload's last reported live bytes */
 };
 
 #define BENCH_MAX_RESULTS 8
@@ -128,6 +88,18 @@ struct bench_result {
     char name[32];
     uint64_t ops;
     uint64_t ns;
+    bool has_faults;         /* the workload reported the section's page faults */
+    uint64_t minflt, majflt; /* of the whole process during the section (getrusage) */
+    uint64_t bytes;          /* bytes the section allocated, 0 when not reported */
+};
+
+/* ebbmalloc's breakdown of its memory at one moment, as the workload read it from
+ * ebb_stats inside the process ("ebbstats" lines); bytes, rss in KiB. */
+enum bench_moment { BM_PEAK, BM_AFTER, BM_END, BM_COUNT };
+struct bench_ebbstats {
+    bool have;
+    uint64_t rss_kib; /* the process's VmRSS read just before */
+    uint64_t in_use, thread_cache, central, page_free, released, metadata, resident;
 };
 
 struct bench_run {
@@ -139,19 +111,23 @@ struct bench_run {
     struct bench_sample *s;
     size_t n, cap;
 
-    int64_t t_drop_ms, t_end_ms; /* -1 when not seen */
-    uint64_t peak_rss_kib;       /* max of the samples and the kernel's maxrss */
-    uint64_t maxrss_kib;         /* wait4's ru_maxrss */
-    int64_t rss_after_kib;       /* sampled 2 s (drop_after_ms) after "phase drop", -1 if none */
-    int64_t rss_end_kib;         /* sampled at "phase end", -1 if none */
+    int64_t t_load_ms, t_drop_ms, t_end_ms; /* -1 when not seen */
+    uint64_t peak_rss_kib;                  /* max of the samples and the kernel's maxrss */
+    uint64_t maxrss_kib;                    /* wait4's ru_maxrss */
+    int64_t rss_load_kib;                   /* sampled at "phase load-start", -1 if none */
+    int64_t rss_after_kib;                  /* sampled 2 s (drop_after_ms) after "phase drop", -1 if none */
+    int64_t rss_end_kib;                    /* sampled at "phase end", -1 if none */
     uint64_t peak_live;
     bool has_live;
     int heaps_max, heaps_end;
 
     struct bench_result res[BENCH_MAX_RESULTS];
     int n_res;
+    struct bench_ebbstats ebb[BM_COUNT];
+    bool rechecked;          /* an exec'd program's configuration was checked again */
+    uint64_t minflt, majflt; /* wait4's, the whole process */
     double wall_s;
-    int exit_status;   /* as from waitpid */
+    int exit_status; /* as from waitpid */
     char stderr_tail[1024];
 };
 
@@ -163,13 +139,19 @@ struct bench_status {
 };
 
 struct bench_spec {
-    char *const *argv;     /* argv[0] is looked up in PATH when it has no '/' */
-    char *const *environ;  /* the environment to start from */
-    unsigned interval_ms;  /* sampling interval */
-    unsigned drop_after_ms;/* when to take the "RSS after the load" sample */
-    unsigned timeout_ms;   /* kill the child after this long */
-    bool sync;             /* the child waits on stdin after "ready" */
-    bool no_samples;       /* only the checks and the results (e.g. under valgrind) */
+    char *const *argv;      /* argv[0] is looked up in PATH when it has no '/' */
+    char *const *environ;   /* the environment to start from */
+    unsigned interval_ms;   /* sampling interval */
+    unsigned drop_after_ms; /* when to take the "RSS after the load" sample */
+    unsigned timeout_ms;    /* kill the child after this long */
+    bool sync;              /* the child waits on stdin after "ready" */
+    bool no_samples;        /* only the checks and the results (e.g. under valgrind) */
+    /* A launcher that execs a program which does not speak the protocol (db_bench):
+     * the configuration is checked again once /proc/PID/exe is exec_path and its
+     * libraries are mapped, and from "phase load-start" on every output line goes to
+     * parse_line, which returns true when it filled in a result. */
+    const char *exec_path;
+    bool (*parse_line)(const char *line, struct bench_result *out);
     void (*progress)(void *arg, const struct bench_status *st);
     void *progress_arg;
 };
@@ -178,6 +160,30 @@ struct bench_spec {
  * (r->ok), 1 when it was refused or failed (r->reason says why). */
 int bench_run(const struct bench_spec *sp, const struct bench_config *cfg, struct bench_run *r);
 void bench_run_free(struct bench_run *r);
+
+/* The value of KEY=NUMBER among space-separated tokens; false when absent. */
+bool bench_kv_u64(const char *text, const char *key, uint64_t *out);
+/* Parses "result NAME OPS NS [K=V ...]" after the word "result". */
+bool bench_parse_result(const char *args, struct bench_result *out);
+/* Parses "ebbstats WHEN K=V ..." after the word "ebbstats"; false on an unknown WHEN. */
+bool bench_parse_ebbstats(const char *args, enum bench_moment *when, struct bench_ebbstats *out);
+
+/* ----------------------------------------------------------------- parse.c */
+
+/* From a callgrind output file: the program's total instructions, and the calls made
+ * from one function (summed over every callee) with their inclusive instructions. */
+struct bench_callgrind {
+    long long total;     /* "totals:" (or "summary:"), -1 when absent */
+    long long calls;     /* calls made from the caller */
+    long long inclusive; /* instructions executed inside those calls */
+};
+/* Parses the file's text for calls made from the function named caller.
+ * Returns 0, or -1 when the text has no totals. */
+int bench_callgrind_parse(const char *text, const char *caller, struct bench_callgrind *out);
+
+/* A db_bench result line, "fillrandom : 5.031 micros/op 198747 ops/sec 1.006 seconds
+ * 200000 operations; ...", as a result (name, operations, nanoseconds). */
+bool bench_parse_dbbench_line(const char *line, struct bench_result *out);
 
 /* ---------------------------------------------------------------- report.c */
 
@@ -193,6 +199,8 @@ void bench_machine_describe(struct bench_machine *m);
 /* All runs of all configurations of one workload: runs[c * n_runs + k]. */
 struct bench_table {
     const char *workload;
+    const char *part; /* the section of a sectioned workload (throughput), else NULL */
+    bool brief;       /* no machine line and no legend (a section that is not the last) */
     const char *mode; /* "quick", "default", "long" */
     const struct bench_config *cfgs;
     int n_cfgs;
@@ -207,9 +215,19 @@ double bench_spread(const double *v, int n, double median);
 
 /* The markdown table (and legend) for the terminal and the .md file. */
 void bench_write_table(FILE *f, const struct bench_table *t);
+/* Sections side by side: time and peak RSS against glibc's, one column per section. */
+void bench_write_summary(FILE *f, const struct bench_table *parts, int n);
 int bench_write_samples_csv(const char *path, const struct bench_table *t);
 int bench_write_runs_csv(const char *path, const struct bench_table *t);
+/* The same for n tables (the sections of one workload) in one file. */
+int bench_write_samples_csv_n(const char *path, const struct bench_table *t, int n);
+int bench_write_runs_csv_n(const char *path, const struct bench_table *t, int n);
 /* RSS over time, one line per configuration (its median run by peak RSS). */
 int bench_write_svg(const char *path, const struct bench_table *t);
+
+/* Least-squares slope (y units per x unit) of points with min_x <= x <= max_x, and
+ * their max - min; false when fewer than 3 points fall in the window. */
+bool bench_trend(const double *x, const double *y, size_t n, double min_x, double max_x, double *slope,
+                 double *range);
 
 #endif

@@ -5,7 +5,7 @@
 #
 #   bench/creep.sh            default run (3 runs per configuration, a few minutes)
 #   bench/creep.sh --quick    one short run each, under a minute
-#   bench/creep.sh --long     much longer load and idle
+#   bench/creep.sh --long     10 minutes of load per configuration, and whether RSS stays flat
 # Any other ebb-bench option may follow (--configs, --runs, --out, --lib, ...).
 # EBB_BUILD_DIR selects the build directory (default: build).
 set -eu

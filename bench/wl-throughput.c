@@ -1,17 +1,28 @@
-/* throughput: how fast the allocator is, three ways.
+/* throughput: how fast the allocator is, section by section.
  *
- *  fastpath    one thread frees and allocates small blocks of mixed size classes
- *              (16 B .. 1 KiB) in a loop over a ring of 64 live blocks
- *  larson-2t   larson-style server mix: each thread replaces random blocks of its
- *  larson-8t   own array and passes one freed-to-be block in eight to a neighbour,
- *              which frees it (cross-thread frees); 2 and 8 threads, same total work
- *  pipeline    a producer allocates messages, a consumer on another thread frees
- *              them (handed over in batches of 256)
+ *  fastpath        one thread frees and allocates small blocks of mixed size classes
+ *                  (16 B .. 1 KiB) in a loop over a ring of 64 live blocks
+ *  fastpath-burst  one thread allocates 256 blocks of 8 size classes (16 .. 256 B) in a
+ *                  row, then frees them in two halves: the second half last-in first-out,
+ *                  the first half first-in first-out; again and again
+ *  larson-2t       larson-style server mix: each thread replaces random blocks of its
+ *  larson-8t       own array and passes one freed-to-be block in eight to a neighbour,
+ *                  which frees it (cross-thread frees); 2 and 8 threads, same total work
+ *  larson-sizes    the same on 2 threads with sizes spread from 8 B to 64 KiB
+ *  threads-64      the larson mix on 64 and on 256 threads (far more threads than
+ *  threads-256     CPUs), 256 live blocks each, same total work
+ *  pipeline        a producer allocates messages, a consumer on another thread frees
+ *                  them (handed over in batches of 256)
+ *  prodcons        one producer thread allocates, four consumer threads free (batches
+ *                  of 64 dealt round-robin)
+ *  large           one thread allocates blocks of 5 .. 25 MiB, writes a byte of every
+ *                  4 KiB page, and frees one of the 4 it keeps live at each step
  *
- * Each section reports "result NAME OPS NS" (wl_common.h).  "--only fastpath
- * --iters N" runs just the loop, which is what ebb-bench fastpath runs under
- * callgrind; "--null" swaps malloc/free for do-nothing functions to measure the
- * loop's own cost.
+ * Each section reports "result NAME OPS NS minflt=.. majflt=.." (wl_common.h).
+ * "--only LIST" runs the named sections (comma-separated; "larson" is larson-2t and
+ * larson-8t).  ebb-bench fastpath runs "--only fastpath" and "--only fastpath-burst"
+ * under callgrind; "--null" swaps malloc/free for do-nothing functions there to measure
+ * the loops' own cost.
  */
 #define _GNU_SOURCE
 #include "wl_common.h"
@@ -26,64 +37,110 @@ static uint64_t seed = 1;
 
 static uint32_t fp_sizes[256];
 
-static void fastpath_sizes(void)
-{
+static void fastpath_sizes(void) {
     struct wl_rng r;
     wl_rng_seed(&r, seed, 0xfa57, 0);
     for (int i = 0; i < 256; i++) {
         uint64_t k = wl_below(&r, 100);
-        if (k < 50)
-            fp_sizes[i] = (uint32_t)(16 + wl_below(&r, 113)); /* 16..128 */
-        else if (k < 85)
-            fp_sizes[i] = (uint32_t)(129 + wl_below(&r, 384)); /* 129..512 */
-        else
-            fp_sizes[i] = (uint32_t)(513 + wl_below(&r, 512)); /* 513..1024 */
+        if (k < 50) fp_sizes[i] = (uint32_t)(16 + wl_below(&r, 113));       /* 16..128 */
+        else if (k < 85) fp_sizes[i] = (uint32_t)(129 + wl_below(&r, 384)); /* 129..512 */
+        else fp_sizes[i] = (uint32_t)(513 + wl_below(&r, 512));             /* 513..1024 */
     }
 }
 
 static char null_area[64][1024];
 static unsigned null_next;
 
-__attribute__((noinline)) static void *null_malloc(size_t n)
-{
+__attribute__((noinline)) static void *null_malloc(size_t n) {
     (void)n;
     return null_area[null_next++ & 63];
 }
 
-__attribute__((noinline)) static void null_free(void *p)
-{
-    __asm__ volatile("" : : "r"(p) : "memory");
+__attribute__((noinline)) static void null_free(void *p) { __asm__ volatile("" : : "r"(p) : "memory"); }
+
+static void *(*fp_malloc_fn)(size_t) = malloc;
+static void (*fp_free_fn)(void *) = free;
+
+/* Every allocator call of the fastpath loops goes through these two functions.  Under
+ * callgrind, the calls made from them hold exactly the allocator's instructions
+ * (ebb-bench fastpath sums those call arcs by these names), while the loops' own work and
+ * these wrappers' few instructions stay outside.  The empty asm after each call keeps it
+ * a call rather than a tail jump, so that the wrappers have the same shape under every
+ * compiler (callgrind counts a tail jump into a function as a call too). */
+__attribute__((noinline, used)) void *ebb_fp_malloc(size_t n) {
+    void *p = fp_malloc_fn(n);
+    __asm__ volatile("" : "+r"(p));
+    return p;
 }
 
-__attribute__((noinline)) static void fastpath_loop(void *(*m)(size_t), void (*f)(void *),
-                                                    uint64_t iters)
-{
+__attribute__((noinline, used)) void ebb_fp_free(void *p) {
+    fp_free_fn(p);
+    __asm__ volatile("" : : : "memory");
+}
+
+__attribute__((noinline)) static void fastpath_loop(uint64_t iters) {
     void *ring[64] = {0};
     for (uint64_t i = 0; i < iters; i++) {
         unsigned k = (unsigned)(i & 63);
-        f(ring[k]);
-        char *p = m(fp_sizes[i & 255]);
+        ebb_fp_free(ring[k]);
+        char *p = ebb_fp_malloc(fp_sizes[i & 255]);
         p[0] = (char)i;
         ring[k] = p;
     }
-    for (unsigned k = 0; k < 64; k++)
-        f(ring[k]);
+    for (unsigned k = 0; k < 64; k++) ebb_fp_free(ring[k]);
 }
 
-static void run_fastpath(uint64_t iters, bool null_alloc)
-{
+#define BURST 256
+static const uint32_t burst_sizes[8] = {16, 32, 48, 64, 96, 128, 192, 256};
+
+/* rounds x (256 mallocs, then 128 frees LIFO, then 128 frees FIFO). */
+__attribute__((noinline)) static void burst_loop(uint64_t rounds) {
+    void *blk[BURST];
+    for (uint64_t r = 0; r < rounds; r++) {
+        for (unsigned i = 0; i < BURST; i++) {
+            char *p = ebb_fp_malloc(burst_sizes[i & 7]);
+            p[0] = (char)i;
+            blk[i] = p;
+        }
+        for (unsigned i = BURST; i-- > BURST / 2;) ebb_fp_free(blk[i]);
+        for (unsigned i = 0; i < BURST / 2; i++) ebb_fp_free(blk[i]);
+    }
+}
+
+static struct {
+    uint64_t iters, larson_ops, msgs, large_iters;
+    bool null_alloc;
+    bool large_write_all; /* large: every byte, not one byte per 4 KiB page */
+} P = {50000000, 10000000, 4000000, 1000, false, false};
+
+static void use_null_allocator(void) {
+    if (P.null_alloc) {
+        fp_malloc_fn = null_malloc;
+        fp_free_fn = null_free;
+    }
+}
+
+static void run_fastpath(void) {
     fastpath_sizes();
-    void *(*m)(size_t) = null_alloc ? null_malloc : malloc;
-    void (*f)(void *) = null_alloc ? null_free : free;
+    use_null_allocator();
+    struct wl_faults f0 = wl_faults_now();
     uint64_t t0 = wl_now_ns();
-    fastpath_loop(m, f, iters);
-    uint64_t t1 = wl_now_ns();
-    wl_say("result fastpath %llu %llu", (unsigned long long)iters, (unsigned long long)(t1 - t0));
+    fastpath_loop(P.iters);
+    wl_result("fastpath", P.iters, t0, f0);
+}
+
+/* OPS is malloc+free pairs: iters rounded down to whole rounds of 256. */
+static void run_fastpath_burst(void) {
+    use_null_allocator();
+    uint64_t rounds = P.iters / BURST;
+    struct wl_faults f0 = wl_faults_now();
+    uint64_t t0 = wl_now_ns();
+    burst_loop(rounds);
+    wl_result("fastpath-burst", rounds * BURST, t0, f0);
 }
 
 /* ------------------------------------------------------------------ larson */
 
-#define LARSON_SLOTS 1000
 #define INBOX_CAP 1024
 
 struct inbox {
@@ -92,25 +149,37 @@ struct inbox {
     unsigned n;
 };
 
+/* One larson-style run: threads, live blocks per thread, the size mix. */
+struct larson_kind {
+    const char *name;
+    unsigned nthreads, slots;
+    size_t (*size)(struct wl_rng *r);
+};
+
 struct larson_thread {
     pthread_t th;
-    unsigned index, nthreads;
+    unsigned index;
+    const struct larson_kind *k;
     uint64_t ops;
     struct inbox *inboxes;
     pthread_barrier_t *start;
 };
 
-static size_t larson_size(struct wl_rng *r)
-{
+static size_t larson_size(struct wl_rng *r) {
     uint64_t x = wl_rand(r);
-    if (x % 64 == 0)
-        return 4096 + (size_t)((x >> 8) % 12288); /* now and then a few KiB */
-    size_t base = (size_t)16 << ((x >> 8) % 7); /* 16 .. 2 KiB, log-uniform */
+    if (x % 64 == 0) return 4096 + (size_t)((x >> 8) % 12288); /* now and then a few KiB */
+    size_t base = (size_t)16 << ((x >> 8) % 7);                /* 16 .. 2 KiB, log-uniform */
     return base + (size_t)((x >> 16) % base);
 }
 
-static void inbox_drain(struct inbox *in)
-{
+/* 8 B .. 64 KiB, log-uniform: every small class and blocks of several pages. */
+static size_t spread_size(struct wl_rng *r) {
+    uint64_t x = wl_rand(r);
+    size_t base = (size_t)8 << ((x >> 8) % 13);
+    return base + (size_t)((x >> 24) % base);
+}
+
+static void inbox_drain(struct inbox *in) {
     void *got[INBOX_CAP];
     unsigned n;
     pthread_mutex_lock(&in->mu);
@@ -118,75 +187,93 @@ static void inbox_drain(struct inbox *in)
     memcpy(got, in->p, n * sizeof *got);
     in->n = 0;
     pthread_mutex_unlock(&in->mu);
-    for (unsigned i = 0; i < n; i++)
-        free(got[i]); /* allocated by another thread */
+    for (unsigned i = 0; i < n; i++) free(got[i]); /* allocated by another thread */
 }
 
-static void *larson_worker(void *arg)
-{
+/* Hands the block to the neighbour, or says it could not (its inbox is full). */
+static bool inbox_pass(struct inbox *next, void *victim) {
+    bool passed = false;
+    pthread_mutex_lock(&next->mu);
+    if (next->n < INBOX_CAP) {
+        next->p[next->n++] = victim;
+        passed = true;
+    }
+    pthread_mutex_unlock(&next->mu);
+    return passed;
+}
+
+static void *larson_worker(void *arg) {
     struct larson_thread *t = arg;
+    const struct larson_kind *k = t->k;
     struct wl_rng r;
     wl_rng_seed(&r, seed, 0x1a75, t->index);
-    void **slot = calloc(LARSON_SLOTS, sizeof *slot);
-    for (unsigned i = 0; i < LARSON_SLOTS; i++) {
-        size_t s = larson_size(&r);
+    void **slot = calloc(k->slots, sizeof *slot);
+    for (unsigned i = 0; i < k->slots; i++) {
+        size_t s = k->size(&r);
         slot[i] = malloc(s);
         memset(slot[i], 1, s < 64 ? s : 64);
     }
-    struct inbox *next = &t->inboxes[(t->index + 1) % t->nthreads];
+    struct inbox *next = &t->inboxes[(t->index + 1) % k->nthreads];
     pthread_barrier_wait(t->start);
-    for (uint64_t k = 0; k < t->ops; k++) {
+    for (uint64_t n = 0; n < t->ops; n++) {
         uint64_t x = wl_rand(&r);
-        unsigned i = (unsigned)(x % LARSON_SLOTS);
-        void *victim = slot[i];
-        bool passed = false;
-        if (t->nthreads > 1 && (x >> 20) % 8 == 0) {
-            pthread_mutex_lock(&next->mu);
-            if (next->n < INBOX_CAP) {
-                next->p[next->n++] = victim;
-                passed = true;
-            }
-            pthread_mutex_unlock(&next->mu);
-        }
-        if (!passed)
-            free(victim);
-        size_t s = larson_size(&r);
+        unsigned i = (unsigned)(x % k->slots);
+        bool pass = k->nthreads > 1 && (x >> 20) % 8 == 0;
+        if (!pass || !inbox_pass(next, slot[i])) free(slot[i]);
+        size_t s = k->size(&r);
         slot[i] = malloc(s);
-        memset(slot[i], (int)k, s < 64 ? s : 64);
-        if ((k & 63) == 0)
-            inbox_drain(&t->inboxes[t->index]);
+        memset(slot[i], (int)n, s < 64 ? s : 64);
+        if ((n & 63) == 0) inbox_drain(&t->inboxes[t->index]);
     }
     pthread_barrier_wait(t->start); /* everyone done before the inboxes are emptied */
     inbox_drain(&t->inboxes[t->index]);
-    for (unsigned i = 0; i < LARSON_SLOTS; i++)
-        free(slot[i]);
+    for (unsigned i = 0; i < k->slots; i++) free(slot[i]);
     free(slot);
     return NULL;
 }
 
-static void run_larson(unsigned nthreads, uint64_t total_ops)
-{
-    struct larson_thread *t = calloc(nthreads, sizeof *t);
-    struct inbox *in = calloc(nthreads, sizeof *in);
+static void run_larson_kind(const struct larson_kind *k, uint64_t total_ops) {
+    unsigned nt = k->nthreads;
+    struct larson_thread *t = calloc(nt, sizeof *t);
+    struct inbox *in = calloc(nt, sizeof *in);
     pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, nthreads + 1);
-    for (unsigned i = 0; i < nthreads; i++) {
+    pthread_barrier_init(&start, NULL, nt + 1);
+    for (unsigned i = 0; i < nt; i++) {
         pthread_mutex_init(&in[i].mu, NULL);
-        t[i] = (struct larson_thread){0, i, nthreads, total_ops / nthreads, in, &start};
-        pthread_create(&t[i].th, NULL, larson_worker, &t[i]);
+        t[i] = (struct larson_thread){0, i, k, total_ops / nt, in, &start};
+        int e = pthread_create(&t[i].th, NULL, larson_worker, &t[i]);
+        if (e) {
+            fprintf(stderr, "throughput: pthread_create: %s\n", strerror(e));
+            exit(1);
+        }
     }
     pthread_barrier_wait(&start);
+    struct wl_faults f0 = wl_faults_now();
     uint64_t t0 = wl_now_ns();
     pthread_barrier_wait(&start);
-    uint64_t t1 = wl_now_ns();
-    for (unsigned i = 0; i < nthreads; i++)
-        pthread_join(t[i].th, NULL);
+    wl_result(k->name, total_ops / nt * nt, t0, f0);
+    for (unsigned i = 0; i < nt; i++) pthread_join(t[i].th, NULL);
     pthread_barrier_destroy(&start);
-    wl_say("result larson-%ut %llu %llu", nthreads,
-           (unsigned long long)(total_ops / nthreads * nthreads), (unsigned long long)(t1 - t0));
     free(t);
     free(in);
 }
+
+static const struct larson_kind larson_kinds[] = {
+    {"larson-2t", 2, 1000, larson_size},    {"larson-8t", 8, 1000, larson_size},
+    {"larson-sizes", 2, 1000, spread_size}, {"threads-64", 64, 256, larson_size},
+    {"threads-256", 256, 256, larson_size},
+};
+
+static void run_larson_named(const char *name) {
+    for (size_t i = 0; i < sizeof larson_kinds / sizeof larson_kinds[0]; i++)
+        if (strcmp(larson_kinds[i].name, name) == 0) run_larson_kind(&larson_kinds[i], P.larson_ops);
+}
+
+static void run_larson_2t(void) { run_larson_named("larson-2t"); }
+static void run_larson_8t(void) { run_larson_named("larson-8t"); }
+static void run_larson_sizes(void) { run_larson_named("larson-sizes"); }
+static void run_threads_64(void) { run_larson_named("threads-64"); }
+static void run_threads_256(void) { run_larson_named("threads-256"); }
 
 /* ------------------------------------------------------------------ pipeline */
 
@@ -208,16 +295,14 @@ static struct {
         .not_full = PTHREAD_COND_INITIALIZER,
         .not_empty = PTHREAD_COND_INITIALIZER};
 
-static void *producer(void *arg)
-{
+static void *producer(void *arg) {
     (void)arg;
     struct wl_rng r;
     wl_rng_seed(&r, seed, 0x919e, 1);
     uint64_t k = 0;
     while (k < pq.msgs) {
         pthread_mutex_lock(&pq.mu);
-        while (pq.n_free == 0)
-            pthread_cond_wait(&pq.not_full, &pq.mu);
+        while (pq.n_free == 0) pthread_cond_wait(&pq.not_full, &pq.mu);
         unsigned b = pq.free_slots[--pq.n_free];
         pthread_mutex_unlock(&pq.mu);
         for (unsigned i = 0; i < BATCH; i++, k++) {
@@ -231,8 +316,7 @@ static void *producer(void *arg)
             }
         }
         pthread_mutex_lock(&pq.mu);
-        while (pq.count == QDEPTH)
-            pthread_cond_wait(&pq.not_full, &pq.mu);
+        while (pq.count == QDEPTH) pthread_cond_wait(&pq.not_full, &pq.mu);
         pq.slot_of[(pq.head + pq.count) % QDEPTH] = b;
         pq.count++;
         pthread_cond_signal(&pq.not_empty);
@@ -241,22 +325,19 @@ static void *producer(void *arg)
     return NULL;
 }
 
-static void *consumer(void *arg)
-{
+static void *consumer(void *arg) {
     uint64_t *sum = arg;
     uint64_t got = 0;
     while (got < pq.msgs) {
         pthread_mutex_lock(&pq.mu);
-        while (pq.count == 0)
-            pthread_cond_wait(&pq.not_empty, &pq.mu);
+        while (pq.count == 0) pthread_cond_wait(&pq.not_empty, &pq.mu);
         unsigned b = pq.slot_of[pq.head];
         pq.head = (pq.head + 1) % QDEPTH;
         pq.count--;
         pthread_mutex_unlock(&pq.mu);
         for (unsigned i = 0; i < BATCH; i++) {
             char *m = pq.batch[b][i];
-            if (!m)
-                continue;
+            if (!m) continue;
             *sum += (unsigned char)m[0];
             free(m); /* allocated by the producer thread */
             got++;
@@ -269,69 +350,230 @@ static void *consumer(void *arg)
     return NULL;
 }
 
-static void run_pipeline(uint64_t msgs)
-{
+static void run_pipeline(void) {
     pthread_t p, c;
     uint64_t sum = 0;
-    pq.msgs = msgs;
+    pq.msgs = P.msgs;
     pq.n_free = QDEPTH + 1;
-    for (unsigned i = 0; i <= QDEPTH; i++)
-        pq.free_slots[i] = i;
+    for (unsigned i = 0; i <= QDEPTH; i++) pq.free_slots[i] = i;
+    struct wl_faults f0 = wl_faults_now();
     uint64_t t0 = wl_now_ns();
     pthread_create(&c, NULL, consumer, &sum);
     pthread_create(&p, NULL, producer, NULL);
     pthread_join(p, NULL);
     pthread_join(c, NULL);
+    wl_result("pipeline", P.msgs, t0, f0);
+}
+
+/* ------------------------------------------------------------------ prodcons */
+
+/* One producer deals batches of messages round-robin to PC_CONSUMERS consumers, each
+ * through its own bounded channel with blocking hand-off; every free is of a block
+ * another thread allocated, and several threads free at once. */
+#define PC_CONSUMERS 4
+#define PC_BATCH 64
+#define PC_DEPTH 8
+
+struct pc_chan {
+    pthread_mutex_t mu;
+    pthread_cond_t not_full, not_empty;
+    void *buf[PC_DEPTH][PC_BATCH];
+    unsigned head, count;
+    bool closed;
+    pthread_t th;
+};
+
+static struct pc_chan pc_chans[PC_CONSUMERS];
+
+static void pc_put(struct pc_chan *ch, void *const *batch) {
+    pthread_mutex_lock(&ch->mu);
+    while (ch->count == PC_DEPTH) pthread_cond_wait(&ch->not_full, &ch->mu);
+    memcpy(ch->buf[(ch->head + ch->count) % PC_DEPTH], batch, sizeof ch->buf[0]);
+    ch->count++;
+    pthread_cond_signal(&ch->not_empty);
+    pthread_mutex_unlock(&ch->mu);
+}
+
+/* False once the channel is closed and empty. */
+static bool pc_get(struct pc_chan *ch, void **batch) {
+    pthread_mutex_lock(&ch->mu);
+    while (ch->count == 0 && !ch->closed) pthread_cond_wait(&ch->not_empty, &ch->mu);
+    bool got = ch->count > 0;
+    if (got) {
+        memcpy(batch, ch->buf[ch->head], sizeof ch->buf[0]);
+        ch->head = (ch->head + 1) % PC_DEPTH;
+        ch->count--;
+        pthread_cond_signal(&ch->not_full);
+    }
+    pthread_mutex_unlock(&ch->mu);
+    return got;
+}
+
+static void *pc_consumer(void *arg) {
+    struct pc_chan *ch = arg;
+    void *batch[PC_BATCH];
+    uint64_t sum = 0;
+    while (pc_get(ch, batch))
+        for (unsigned i = 0; i < PC_BATCH; i++) {
+            if (!batch[i]) continue;
+            sum += *(unsigned char *)batch[i];
+            free(batch[i]); /* allocated by the producer */
+        }
+    return (void *)(uintptr_t)sum;
+}
+
+static void pc_produce(uint64_t msgs) {
+    struct wl_rng r;
+    wl_rng_seed(&r, seed, 0x9c0d, 0);
+    void *batch[PC_BATCH];
+    for (uint64_t k = 0, b = 0; k < msgs; b++) {
+        for (unsigned i = 0; i < PC_BATCH; i++, k++) {
+            batch[i] = NULL;
+            if (k >= msgs) continue;
+            size_t base = (size_t)16 << wl_below(&r, 6); /* 16 B .. 1 KiB, log-uniform */
+            size_t sz = base + (size_t)wl_below(&r, base);
+            char *m = malloc(sz);
+            memset(m, (int)k, sz < 64 ? sz : 64);
+            batch[i] = m;
+        }
+        pc_put(&pc_chans[b % PC_CONSUMERS], batch);
+    }
+}
+
+static void run_prodcons(void) {
+    struct wl_faults f0 = wl_faults_now();
+    uint64_t t0 = wl_now_ns();
+    for (unsigned i = 0; i < PC_CONSUMERS; i++) {
+        struct pc_chan *ch = &pc_chans[i];
+        pthread_mutex_init(&ch->mu, NULL);
+        pthread_cond_init(&ch->not_full, NULL);
+        pthread_cond_init(&ch->not_empty, NULL);
+        pthread_create(&ch->th, NULL, pc_consumer, ch);
+    }
+    pc_produce(P.msgs);
+    for (unsigned i = 0; i < PC_CONSUMERS; i++) {
+        pthread_mutex_lock(&pc_chans[i].mu);
+        pc_chans[i].closed = true;
+        pthread_cond_signal(&pc_chans[i].not_empty);
+        pthread_mutex_unlock(&pc_chans[i].mu);
+    }
+    for (unsigned i = 0; i < PC_CONSUMERS; i++) pthread_join(pc_chans[i].th, NULL);
+    wl_result("prodcons", P.msgs, t0, f0);
+}
+
+/* ------------------------------------------------------------------ large */
+
+/* Blocks of 5 .. 25 MiB, 4 live at a time: memory that is freed is asked for again
+ * within milliseconds.  One byte of every 4 KiB page of a new block is written (all of
+ * it with --large-write-all), so the time is mostly what the kernel takes to fault in
+ * the pages the allocator gave back; minflt/OPS against bytes/OPS shows what share of
+ * each new block was faulted in (4 KiB pages, fewer with huge pages). */
+#define LARGE_LIVE 4
+
+static void run_large(void) {
+    struct wl_rng r;
+    wl_rng_seed(&r, seed, 0x1a26e, 0);
+    void *live[LARGE_LIVE] = {0};
+    uint64_t bytes = 0;
+    struct wl_faults f0 = wl_faults_now();
+    uint64_t t0 = wl_now_ns();
+    for (uint64_t k = 0; k < P.large_iters; k++) {
+        unsigned j = (unsigned)wl_below(&r, LARGE_LIVE);
+        free(live[j]);
+        size_t sz = ((size_t)5 << 20) + (size_t)wl_below(&r, (20u << 20) + 1);
+        char *p = malloc(sz);
+        if (!p) {
+            fprintf(stderr, "throughput: malloc(%zu) failed\n", sz);
+            exit(1);
+        }
+        if (P.large_write_all) memset(p, (int)k, sz);
+        else
+            for (size_t o = 0; o < sz; o += 4096) p[o] = (char)k;
+        live[j] = p;
+        bytes += sz;
+    }
     uint64_t t1 = wl_now_ns();
-    wl_say("result pipeline %llu %llu", (unsigned long long)msgs, (unsigned long long)(t1 - t0));
+    struct wl_faults f1 = wl_faults_now();
+    for (unsigned j = 0; j < LARGE_LIVE; j++) free(live[j]);
+    wl_say("result large %llu %llu minflt=%llu majflt=%llu bytes=%llu", (unsigned long long)P.large_iters,
+           (unsigned long long)(t1 - t0), (unsigned long long)(f1.minflt - f0.minflt),
+           (unsigned long long)(f1.majflt - f0.majflt), (unsigned long long)bytes);
 }
 
 /* ------------------------------------------------------------------ main */
 
-int main(int argc, char **argv)
-{
-    uint64_t iters = 50000000, larson_ops = 10000000, msgs = 4000000;
+static const struct section {
+    const char *name;
+    void (*run)(void);
+} sections[] = {
+    {"fastpath", run_fastpath},         {"fastpath-burst", run_fastpath_burst},
+    {"larson-2t", run_larson_2t},       {"larson-8t", run_larson_8t},
+    {"larson-sizes", run_larson_sizes}, {"threads-64", run_threads_64},
+    {"threads-256", run_threads_256},   {"pipeline", run_pipeline},
+    {"prodcons", run_prodcons},         {"large", run_large},
+};
+#define N_SECTIONS (sizeof sections / sizeof sections[0])
+
+static void usage(void) {
+    fprintf(stderr, "usage: ebb-wl-throughput [--quick|--long] [--only SECTION,...] [--iters N] "
+                    "[--larson-ops N] [--msgs N] [--large-iters N] [--large-write-all] [--null] [--seed S] "
+                    "[--sync]\n"
+                    "sections:");
+    for (size_t i = 0; i < N_SECTIONS; i++) fprintf(stderr, " %s", sections[i].name);
+    fprintf(stderr, " (larson = larson-2t,larson-8t)\n");
+    exit(2);
+}
+
+/* Marks the sections named in a comma-separated list; exits on an unknown name. */
+static void select_sections(const char *list, bool *want) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        bool known = false;
+        for (size_t i = 0; i < N_SECTIONS; i++) {
+            bool alias = strcmp(tok, "larson") == 0 && (strcmp(sections[i].name, "larson-2t") == 0 ||
+                                                        strcmp(sections[i].name, "larson-8t") == 0);
+            if (alias || strcmp(tok, sections[i].name) == 0) want[i] = known = true;
+        }
+        if (!known) {
+            fprintf(stderr, "ebb-wl-throughput: unknown section '%s'\n", tok);
+            usage();
+        }
+    }
+}
+
+int main(int argc, char **argv) {
     const char *only = NULL;
-    bool null_alloc = false, sync = false;
+    bool sync = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (wl_arg_is(a, "--quick")) {
-            iters = 20000000;
-            larson_ops = 4000000;
-            msgs = 2000000;
+            P.iters = 20000000;
+            P.larson_ops = 4000000;
+            P.msgs = 2000000;
+            P.large_iters = 300;
         } else if (wl_arg_is(a, "--long")) {
-            iters *= 5;
-            larson_ops *= 5;
-            msgs *= 5;
-        } else if (wl_arg_is(a, "--iters"))
-            iters = wl_arg_num(argc, argv, &i);
-        else if (wl_arg_is(a, "--larson-ops"))
-            larson_ops = wl_arg_num(argc, argv, &i);
-        else if (wl_arg_is(a, "--msgs"))
-            msgs = wl_arg_num(argc, argv, &i);
-        else if (wl_arg_is(a, "--seed"))
-            seed = wl_arg_num(argc, argv, &i);
-        else if (wl_arg_is(a, "--only") && i + 1 < argc)
-            only = argv[++i];
-        else if (wl_arg_is(a, "--null"))
-            null_alloc = true;
-        else if (wl_arg_is(a, "--sync"))
-            sync = true;
-        else {
-            fprintf(stderr, "usage: ebb-wl-throughput [--quick|--long] [--only "
-                            "fastpath|larson|pipeline] [--iters N] [--larson-ops N] [--msgs N] "
-                            "[--null] [--seed S] [--sync]\n");
-            return 2;
-        }
+            P.iters *= 5;
+            P.larson_ops *= 5;
+            P.msgs *= 5;
+            P.large_iters *= 5;
+        } else if (wl_arg_is(a, "--iters")) P.iters = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--larson-ops")) P.larson_ops = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--msgs")) P.msgs = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--large-iters")) P.large_iters = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--large-write-all")) P.large_write_all = true;
+        else if (wl_arg_is(a, "--seed")) seed = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--only") && i + 1 < argc) only = argv[++i];
+        else if (wl_arg_is(a, "--null")) P.null_alloc = true;
+        else if (wl_arg_is(a, "--sync")) sync = true;
+        else usage();
     }
+    bool want[N_SECTIONS];
+    for (size_t i = 0; i < N_SECTIONS; i++) want[i] = only == NULL;
+    if (only) select_sections(only, want);
     wl_start(sync);
-    if (!only || strcmp(only, "fastpath") == 0)
-        run_fastpath(iters, null_alloc);
-    if (!only || strcmp(only, "larson") == 0) {
-        run_larson(2, larson_ops);
-        run_larson(8, larson_ops);
-    }
-    if (!only || strcmp(only, "pipeline") == 0)
-        run_pipeline(msgs);
+    for (size_t i = 0; i < N_SECTIONS; i++)
+        if (want[i]) sections[i].run();
     return 0;
 }

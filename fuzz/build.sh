@@ -17,9 +17,10 @@ out=${2:-build-fuzz}
 mkdir -p "$out"
 # The flags alloc/meson.build gives the allocator (static library flavour).
 alloc_flags=(-std=gnu11 -fvisibility=hidden -ftls-model=initial-exec -fno-builtin-malloc
-             -fno-builtin-free -DEBB_OVERRIDE=0 -DEBB_DEBUG=1 -Iinclude -Ialloc)
+             -fno-builtin-free -DEBB_OVERRIDE=0 -DEBB_DEBUG=1 -Iinclude -Ialloc -Ilib/procfs)
 san=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
-srcs=(alloc/*.c fuzz/fuzz_ebb.c)
+# lib/procfs reads /proc for the diagnostics (its cgroup rules come from alloc/cgroup.c).
+srcs=(alloc/*.c lib/procfs/*.c fuzz/fuzz_ebb.c)
 case "$mode" in
 libfuzzer)
     clang -g -O1 -fsanitize=fuzzer "${san[@]}" "${alloc_flags[@]}" "${srcs[@]}" \

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "ebbmalloc.h"
+#include "procfs.h"
 
 #define NSLOT 64
 #define FULL_FILL ((size_t)256 << 10) /* larger blocks get a sparse pattern */
@@ -53,25 +54,24 @@ static void fail(const struct block *b, const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     if (b)
-        fprintf(stderr, " [block %p req %zu usable %zu align %zu]", (void *)b->p, b->req,
-                b->usable, b->align);
+        fprintf(stderr, " [block %p req %zu usable %zu align %zu]", (void *)b->p, b->req, b->usable,
+                b->align);
     fprintf(stderr, " (errno %d)\n", errno);
     /* Where the process stands: address space, mappings, ebbmalloc's books. */
     struct ebb_stats st;
     ebb_stats(&st);
     fprintf(stderr, "fuzz_ebb: in_use %llu mapped %llu released %llu page_free %llu threads %llu\n",
-            (unsigned long long)st.in_use, (unsigned long long)st.mapped,
-            (unsigned long long)st.released, (unsigned long long)st.page_free,
-            (unsigned long long)st.threads);
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmSize", 6) || !strncmp(line, "VmRSS", 5)) fputs(line, stderr);
-    if (f) fclose(f);
+            (unsigned long long)st.in_use, (unsigned long long)st.mapped, (unsigned long long)st.released,
+            (unsigned long long)st.page_free, (unsigned long long)st.threads);
+    fprintf(stderr, "fuzz_ebb: VmSize %lld kB, VmRSS %lld kB\n", procfs_status_kib(0, "VmSize"),
+            procfs_status_kib(0, "VmRSS"));
+    char *text = NULL;
+    size_t cap = 0;
     int maps = 0;
-    f = fopen("/proc/self/maps", "r");
-    while (f && fgets(line, sizeof line, f)) maps += strchr(line, '\n') != NULL;
-    if (f) fclose(f);
+    struct procfs_map m;
+    if (procfs_read("/proc/self/maps", &text, &cap, NULL) == 0)
+        for (const char *c = text; procfs_maps_next(&c, &m);) maps++;
+    free(text);
     fprintf(stderr, "fuzz_ebb: %d mappings\n", maps);
     abort();
 }
@@ -88,12 +88,20 @@ static uint32_t u32(struct reader *r) {
     return v;
 }
 
-static const size_t boundaries[] = {0, 1, 16, 17, 48, 128, 129, 1024, 1025, 4096, 8192, 65536,
-                                    131072, 245760, 262143, 262144, 262145, 270336, 1 << 20};
-static const size_t hostile[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 4095, SIZE_MAX - 8192,
-                                 SIZE_MAX / 2, SIZE_MAX / 2 + 1, (size_t)PTRDIFF_MAX,
-                                 (size_t)PTRDIFF_MAX + 1, (size_t)PTRDIFF_MAX - 4096,
-                                 (size_t)1 << 47, (size_t)1 << 48, (size_t)1 << 62};
+static const size_t boundaries[] = {0,    1,     16,     17,     48,     128,    129,    1024,   1025,   4096,
+                                    8192, 65536, 131072, 245760, 262143, 262144, 262145, 270336, 1 << 20};
+static const size_t hostile[] = {SIZE_MAX,
+                                 SIZE_MAX - 1,
+                                 SIZE_MAX - 4095,
+                                 SIZE_MAX - 8192,
+                                 SIZE_MAX / 2,
+                                 SIZE_MAX / 2 + 1,
+                                 (size_t)PTRDIFF_MAX,
+                                 (size_t)PTRDIFF_MAX + 1,
+                                 (size_t)PTRDIFF_MAX - 4096,
+                                 (size_t)1 << 47,
+                                 (size_t)1 << 48,
+                                 (size_t)1 << 62};
 #define NHOSTILE (sizeof hostile / sizeof *hostile)
 
 static size_t size_arg(struct reader *r) {
@@ -105,7 +113,8 @@ static size_t size_arg(struct reader *r) {
     case 40 ... 51: return v % 300000;
     case 52 ... 55: return 262144 + v % (2 << 20);
     case 56: return (32u << 20) + v % (2 << 20); /* own mapping */
-    case 57: case 58: return hostile[v % NHOSTILE];
+    case 57:
+    case 58: return hostile[v % NHOSTILE];
     case 59 ... 62: {
         size_t b = boundaries[v % (sizeof boundaries / sizeof *boundaries)];
         return b + (v >> 16) % 3 - (b ? 1 : 0);
@@ -126,9 +135,19 @@ static size_t align_arg(struct reader *r) {
     uint8_t a = u8(r);
     if (a < 200) return (size_t)1 << (a % 24); /* 1 .. 8 MiB */
     if (a < 230) return a;                     /* mostly not powers of two */
-    static const size_t odd[] = {0, 3, 24, 48, 4095, 4097, SIZE_MAX, SIZE_MAX / 2 + 1,
-                                 SIZE_MAX / 2 + 2, (size_t)1 << 47, (size_t)1 << 63,
-                                 (size_t)1 << 36, (size_t)1 << 46};
+    static const size_t odd[] = {0,
+                                 3,
+                                 24,
+                                 48,
+                                 4095,
+                                 4097,
+                                 SIZE_MAX,
+                                 SIZE_MAX / 2 + 1,
+                                 SIZE_MAX / 2 + 2,
+                                 (size_t)1 << 47,
+                                 (size_t)1 << 63,
+                                 (size_t)1 << 36,
+                                 (size_t)1 << 46};
     size_t n = sizeof odd / sizeof *odd - (absurd_aligns ? 0 : 2);
     return odd[a % n];
 }
@@ -145,22 +164,22 @@ static inline unsigned char byte_at(const struct block *b, size_t off) {
 }
 
 /* Calls fn(b, start, end) on each range of the block's pattern plan within [0, n). */
-#define FOR_PLAN(n, START, END, BODY) \
-    do { \
-        size_t n_ = (n); \
-        if (n_ <= FULL_FILL) { \
-            size_t START = 0, END = n_; \
-            BODY; \
-        } else { \
-            size_t START = 0, END = 65536; \
-            BODY; \
-            START = n_ - 65536, END = n_; \
-            BODY; \
-            for (size_t k_ = 1; k_ < 32; k_++) { \
+#define FOR_PLAN(n, START, END, BODY)                                 \
+    do {                                                              \
+        size_t n_ = (n);                                              \
+        if (n_ <= FULL_FILL) {                                        \
+            size_t START = 0, END = n_;                               \
+            BODY;                                                     \
+        } else {                                                      \
+            size_t START = 0, END = 65536;                            \
+            BODY;                                                     \
+            START = n_ - 65536, END = n_;                             \
+            BODY;                                                     \
+            for (size_t k_ = 1; k_ < 32; k_++) {                      \
                 START = (n_ / 32 * k_) & ~(size_t)7, END = START + 8; \
-                BODY; \
-            } \
-        } \
+                BODY;                                                 \
+            }                                                         \
+        }                                                             \
     } while (0)
 
 static void fill(struct block *b) {
@@ -226,10 +245,8 @@ static void *other_main(void *arg) {
     (void)arg;
     for (;;) {
         sem_wait(&go);
-        if (other_op == 1)
-            ebb_free(other_ptr);
-        else
-            other_ptr = ebb_malloc(other_size);
+        if (other_op == 1) ebb_free(other_ptr);
+        else other_ptr = ebb_malloc(other_size);
         sem_post(&done);
     }
     return NULL;
@@ -279,7 +296,7 @@ static void op_alloc_aligned(struct reader *r, struct block *b, int kind) {
     if (kind == 1) { /* aligned_alloc: C17, power of two only */
         p = ebb_aligned_alloc(al, n);
         bad = !pow2;
-    } else {         /* memalign: rounds up; too large is EINVAL */
+    } else { /* memalign: rounds up; too large is EINVAL */
         p = ebb_memalign(al, n);
         bad = al > SIZE_MAX / 2 + 1;
         if (!bad && !pow2) {
@@ -333,7 +350,8 @@ static void op_realloc(struct reader *r, struct block *b, bool array) {
     if (old.p) { /* the first min(old size, new size) bytes move with the block */
         size_t keep = old.req < total ? old.req : total;
         if (old.usable > FULL_FILL && keep > 65536) keep = 65536; /* sparse beyond */
-        if (!holds(&old, q, keep < FULL_FILL ? keep : FULL_FILL)) fail(b, "realloc from %p lost content", (void *)old.p);
+        if (!holds(&old, q, keep < FULL_FILL ? keep : FULL_FILL))
+            fail(b, "realloc from %p lost content", (void *)old.p);
     }
     fill(b);
 }
@@ -345,18 +363,17 @@ static void run_input(const uint8_t *data, size_t size) {
         uint8_t op = u8(&r);
         struct block *b = &slots[u8(&r) % NSLOT];
         switch (op % 20) {
-        case 0: case 1: case 2: { /* malloc */
+        case 0:
+        case 1:
+        case 2: { /* malloc */
             size_t n = size_arg(&r);
             drop(b);
             errno = 0;
             void *p = ebb_malloc(n);
             int err = errno;
-            if (impossible(n) || n > PTRDIFF_MAX)
-                expect_refused(p, err, ENOMEM, "malloc", n);
-            else if (p)
-                take(b, p, n, 0);
-            else if (err != ENOMEM)
-                fail(NULL, "malloc(%zu) failed with errno %d", n, err);
+            if (impossible(n) || n > PTRDIFF_MAX) expect_refused(p, err, ENOMEM, "malloc", n);
+            else if (p) take(b, p, n, 0);
+            else if (err != ENOMEM) fail(NULL, "malloc(%zu) failed with errno %d", n, err);
             break;
         }
         case 3: { /* calloc */
@@ -383,7 +400,8 @@ static void run_input(const uint8_t *data, size_t size) {
             }
             break;
         }
-        case 4: case 5: op_realloc(&r, b, false); break;
+        case 4:
+        case 5: op_realloc(&r, b, false); break;
         case 6: op_realloc(&r, b, true); break;
         case 7: op_alloc_aligned(&r, b, 0); break;
         case 8: op_alloc_aligned(&r, b, 1); break;
@@ -397,20 +415,17 @@ static void run_input(const uint8_t *data, size_t size) {
             int err = errno;
             if (impossible(n) || n > PTRDIFF_MAX)
                 expect_refused(p, err, ENOMEM, pv ? "pvalloc" : "valloc", n);
-            else if (p)
-                take(b, p, pv ? (n ? (n + ps - 1) / ps * ps : ps) : n, ps);
-            else if (err != ENOMEM)
-                fail(NULL, "valloc failed with errno %d", err);
+            else if (p) take(b, p, pv ? (n ? (n + ps - 1) / ps * ps : ps) : n, ps);
+            else if (err != ENOMEM) fail(NULL, "valloc failed with errno %d", err);
             break;
         }
-        case 11: case 12: drop(b); break;
+        case 11:
+        case 12: drop(b); break;
         case 13: /* sized frees */
             if (b->p) {
                 verify(b);
-                if (b->align > 16)
-                    ebb_free_aligned_sized(b->p, b->align, b->req);
-                else
-                    ebb_free_sized(b->p, b->req);
+                if (b->align > 16) ebb_free_aligned_sized(b->p, b->align, b->req);
+                else ebb_free_sized(b->p, b->req);
                 b->p = NULL;
             }
             break;
@@ -481,8 +496,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct ebb_stats st;
     ebb_stats(&st);
     if (st.in_use != in_use_at_start)
-        fail(NULL, "in_use is %llu after freeing everything, %llu at start",
-             (unsigned long long)st.in_use, (unsigned long long)in_use_at_start);
+        fail(NULL, "in_use is %llu after freeing everything, %llu at start", (unsigned long long)st.in_use,
+             (unsigned long long)in_use_at_start);
     if (st.resident != st.in_use + st.thread_cache + st.central + st.page_free + st.metadata ||
         st.mapped != st.resident + st.released)
         fail(NULL, "stats do not add up");
@@ -521,8 +536,7 @@ static bool is_pack(const char *path) {
 }
 
 /* Calls fn on each input of a pack; returns the number, or -1 if malformed. */
-static long each_in_pack(const char *path, void (*fn)(const uint8_t *, size_t, long, void *),
-                         void *arg) {
+static long each_in_pack(const char *path, void (*fn)(const uint8_t *, size_t, long, void *), void *arg) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         perror(path);
@@ -533,8 +547,8 @@ static long each_in_pack(const char *path, void (*fn)(const uint8_t *, size_t, l
     if (fread(magic, 1, 8, f) != 8 || memcmp(magic, pack_magic, 8)) count = -1;
     uint8_t len[4];
     while (count >= 0 && fread(len, 1, 4, f) == 4) {
-        uint32_t n = (uint32_t)len[0] | (uint32_t)len[1] << 8 | (uint32_t)len[2] << 16 |
-                     (uint32_t)len[3] << 24;
+        uint32_t n =
+            (uint32_t)len[0] | (uint32_t)len[1] << 8 | (uint32_t)len[2] << 16 | (uint32_t)len[3] << 24;
         if (n > sizeof buf || fread(buf, 1, n, f) != n) {
             count = -1;
             break;
@@ -625,12 +639,9 @@ int main(int argc, char **argv) {
     size_t files = 0;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--random") && i + 1 < argc)
-            random_inputs = strtoull(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
-            seed = strtoull(argv[++i], NULL, 0);
-        else
-            rc |= walk(argv[i], &files, NULL);
+        if (!strcmp(argv[i], "--random") && i + 1 < argc) random_inputs = strtoull(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 0);
+        else rc |= walk(argv[i], &files, NULL);
     }
     /* Random programs: random bytes, biased towards small sizes by the decoder. */
     static uint8_t rbuf[2048];
@@ -643,8 +654,7 @@ int main(int argc, char **argv) {
         }
         LLVMFuzzerTestOneInput(rbuf, n);
     }
-    printf("fuzz_ebb: %zu inputs and %llu random ones (seed %llu) passed\n", files, random_inputs,
-           seed);
+    printf("fuzz_ebb: %zu inputs and %llu random ones (seed %llu) passed\n", files, random_inputs, seed);
     return rc;
 }
 #endif

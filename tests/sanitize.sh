@@ -2,8 +2,12 @@
 # Sanitizer builds of the tests that use the ebb_ API (static library, so the sanitizer's
 # own malloc stays in place):
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer: API conformance, size
-#                classes, the randomized model, the many-threads test, the fuzz replay
-#   build-tsan/  ThreadSanitizer: the multi-threaded ones (model, many threads)
+#                classes, the randomized model, the many-threads test, the fuzz replay,
+#                the heap profile's sampler and table, the draining of idle caches, the
+#                thread caches' verifier
+#   build-tsan/  ThreadSanitizer: the multi-threaded ones (model, many threads, the
+#                draining of idle caches, whose handshake tells TSan what it relies on,
+#                the heap profile's, the thread caches' verifier while other owners run)
 # Both build the allocator with its internal checks on (-Ddebug_checks=true).  Every
 # report stops its test (halt_on_error / -fno-sanitize-recover), so the script exits
 # non-zero on any report, and also on any failing test.
@@ -76,8 +80,9 @@ asan() {
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     run_suite build-asan "ASan+UBSan" \
         tests/test_api_ebb tests/test_size_class tests/hardening/model \
-        tests/hardening/test_stress_ebb tests/hardening/fuzz_replay -- \
-        api_ebb size_class model stress_ebb fuzz_replay
+        tests/hardening/test_stress_ebb tests/hardening/fuzz_replay tests/test_idle_drain \
+        tests/test_profile_unit tests/test_tc_verify -- api_ebb size_class model stress_ebb fuzz_replay \
+        idle_drain profile_unit tc_verify
 }
 
 # tsan [strict]: known races in alloc/ (tests/hardening/tsan-pending.supp) are
@@ -94,8 +99,8 @@ tsan() {
     EBB_MODEL_OPS=150000 EBB_STRESS_THREADS=100 EBB_STRESS_LIFETIMES=1000 \
     EBB_STRESS_FORKERS=8 TSAN_OPTIONS=$opts \
     run_suite build-tsan "$name" \
-        tests/hardening/model tests/hardening/test_stress_ebb -- \
-        model stress_ebb
+        tests/hardening/model tests/hardening/test_stress_ebb tests/test_idle_drain \
+        tests/test_profile_unit tests/test_tc_verify -- model stress_ebb idle_drain profile_unit tc_verify
 }
 
 fuzz() {

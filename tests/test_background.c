@@ -1,7 +1,13 @@
-/* The background release thread: an idle process (no malloc calls at all) still gives
- * memory back, also in a child forked from a threaded parent (the thread is made anew
- * there), and EBB_BACKGROUND=0 really means no thread.  Linked to libebbmalloc.so. */
+/* The background release thread starts only once the application is multi-threaded.
+ * A single-threaded program never gets a second thread: its free memory goes back at
+ * its next allocator call that reaches a slow path after EBB_RELEASE_MS, and its stats
+ * page is written from there.  A threaded process gives memory back with no allocator
+ * call at all.  A fork child of a threaded parent starts with one thread, and gets its
+ * release thread at its own first pthread_create.  EBB_BACKGROUND=0 really means no thread.  Linked to libebbmalloc.so; the cases
+ * run in this order, the single-threaded one first.  The polls read /proc with plain
+ * system calls: stdio would allocate. */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,22 +23,52 @@
 
 #include "ebb_test_mem.h"
 
-
-static int threads_now(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    int n = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "Threads: %d", &n) == 1) break;
-    fclose(f);
-    return n;
+static size_t rss_now(void) {
+    char buf[128];
+    unsigned long size = 0, res = 0;
+    if (!procfs_read_buf("/proc/self/statm", buf, sizeof buf) || sscanf(buf, "%lu %lu", &size, &res) != 2)
+        return 0;
+    return res * (size_t)sysconf(_SC_PAGESIZE);
 }
 
+/* Threads the process had before its main ran: 1 natively, more under an emulator that
+ * runs threads of its own in the process (qemu-user's RCU thread); the counts below are
+ * relative to it. */
+static int base_threads;
+
+/* The stats page is a shared mapping of a file in /dev/shm, named after ebbmalloc. */
+static int stats_page_mapped(void) {
+    static char buf[1 << 16];
+    procfs_read_buf("/proc/self/maps", buf, sizeof buf);
+    for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        char *end = strchr(l, '\n');
+        if (end) *end = 0;
+        int hit = strstr(l, "/dev/shm/") && strstr(l, "ebbmalloc");
+        if (end) *end = '\n';
+        if (hit) return 1;
+    }
+    return 0;
+}
+
+/* A call that reaches a slow path: blocks above the size classes always do.  Through a
+ * volatile pointer, so that the compiler does not drop the pair. */
+static void slow_call(void) {
+    void *volatile p = malloc(300 << 10);
+    free(p);
+}
+
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {0, ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static size_t base_rss;
+
 /* Allocates and frees 6 MiB (every page touched; less than the free pages ebbmalloc may
- * keep regardless of the timer) then makes no allocator call while it polls its resident
- * set, with plain system calls only.  Returns 0 if RSS fell. */
-static int burst_then_idle(int wait_ms) {
-    size_t base = rss_bytes();
+ * keep regardless of the timer).  Returns 2 if RSS did not even rise. */
+static int burst(void) {
+    base_rss = rss_now();
     enum { N = 6 };
     static char *p[N];
     for (int i = 0; i < N; i++) {
@@ -40,35 +76,82 @@ static int burst_then_idle(int wait_ms) {
         memset(p[i], 7, 1 << 20);
     }
     for (int i = 0; i < N; i++) free(p[i]);
-    size_t high = rss_bytes();
-    if (high < base + (5u << 20)) return 2;
-    struct timespec ts = {0, 20 * 1000000};
+    return rss_now() < base_rss + (5u << 20) ? 2 : 0;
+}
+
+static int released(void) { return rss_now() < base_rss + (2u << 20); }
+
+/* A burst, then no allocator call while RSS is polled.  0 if RSS fell within wait_ms. */
+static int burst_then_idle(int wait_ms) {
+    if (burst()) return 2;
     for (int t = 0; t < wait_ms; t += 20) {
-        if (rss_bytes() < base + (2u << 20)) return 0;
-        nanosleep(&ts, NULL);
+        if (released()) return 0;
+        sleep_ms(20);
     }
     return 1;
 }
 
 static void *spin(void *arg) {
     (void)arg;
-    for (int i = 0; i < 1000; i++) free(malloc((size_t)i * 10));
+    for (int i = 0; i < 1000; i++) {
+        void *volatile p = malloc((size_t)i * 10);
+        free(p);
+    }
     return NULL;
 }
 
-static void idle_process_releases(void **st) {
+static void single_threaded_program_stays_single_threaded(void **st) {
     (void)st;
-    if (getenv("EBB_BACKGROUND")) skip(); /* this case is for the default only */
+    assert_int_equal(threads_now(), base_threads);
+    /* Nothing goes back while the program makes no allocator call... */
+    assert_int_equal(burst_then_idle(1500), 1);
+    assert_int_equal(threads_now(), base_threads);
+    /* ...and it does at a call that reaches a slow path (a block above the size classes
+     * always does), once the pages are older than EBB_RELEASE_MS. */
+    int ok = 0;
+    for (int t = 0; t < 10000 && !ok; t += 20) {
+        slow_call();
+        ok = released();
+        if (!ok) sleep_ms(20);
+    }
+    assert_true(ok);
+    /* The stats page is written from the same slow paths. */
+    ok = 0;
+    for (int t = 0; t < 10000 && !ok; t += 20) {
+        slow_call();
+        ok = stats_page_mapped();
+        if (!ok) sleep_ms(20);
+    }
+    assert_true(ok);
+    assert_int_equal(threads_now(), base_threads);
+}
+
+static void threaded_process_releases_when_idle(void **st) {
+    (void)st;
+    pthread_t t;
+    /* The release thread starts inside this call, before the program's thread. */
+    assert_int_equal(pthread_create(&t, NULL, spin, NULL), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(threads_settle(base_threads + 1), base_threads + 1);
     assert_int_equal(burst_then_idle(8000), 0);
 }
 
-static void idle_child_of_threaded_parent_releases(void **st) {
+static void fork_child_of_threaded_parent_starts_single_threaded(void **st) {
     (void)st;
-    if (getenv("EBB_BACKGROUND")) skip();
     pthread_t t[3];
     for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, spin, NULL);
     pid_t pid = fork();
-    if (pid == 0) _exit(burst_then_idle(8000));
+    if (pid == 0) {
+        /* A fork child has one thread, as libc and the kernel see it (unshare of a user
+         * namespace works only then): no release thread is made for it at the fork... */
+        if (threads_now() != base_threads) _exit(3);
+        /* ...but at its own first pthread_create, as in a program. */
+        pthread_t c;
+        if (pthread_create(&c, NULL, spin, NULL)) _exit(4);
+        pthread_join(c, NULL);
+        if (threads_settle(base_threads + 1) != base_threads + 1) _exit(5);
+        _exit(burst_then_idle(8000));
+    }
     int status = 0;
     waitpid(pid, &status, 0);
     for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
@@ -78,19 +161,32 @@ static void idle_child_of_threaded_parent_releases(void **st) {
 
 static void background_off_means_no_thread(void **st) {
     (void)st;
-    const char *bg = getenv("EBB_BACKGROUND");
-    if (!bg || strcmp(bg, "0")) skip();
-    /* Without the thread, an idle process keeps its free pages (up to the timer's next
-     * chance, which needs an allocator call) and no extra thread ever appears. */
+    /* Not even once the program has threads: an idle process keeps its free pages (up to
+     * the timer's next chance, which needs an allocator call). */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, spin, NULL), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(threads_settle(base_threads), base_threads);
     assert_int_equal(burst_then_idle(1500), 1);
-    assert_int_equal(threads_now(), 1);
+    assert_int_equal(threads_now(), base_threads);
 }
 
+/* Run twice by meson: with the default (the release thread comes with the program's
+ * threads) and with EBB_BACKGROUND=0 (it never comes); each run has its own cases. */
 int main(void) {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(idle_process_releases),
-        cmocka_unit_test(idle_child_of_threaded_parent_releases),
-        cmocka_unit_test(background_off_means_no_thread),
+    base_threads = threads_now();
+    const char *bg = getenv("EBB_BACKGROUND");
+    if (bg && strcmp(bg, "0") == 0) {
+        const struct CMUnitTest off[] = {
+            cmocka_unit_test(single_threaded_program_stays_single_threaded),
+            cmocka_unit_test(background_off_means_no_thread),
+        };
+        return cmocka_run_group_tests(off, NULL, NULL);
+    }
+    const struct CMUnitTest on[] = {
+        cmocka_unit_test(single_threaded_program_stays_single_threaded),
+        cmocka_unit_test(threaded_process_releases_when_idle),
+        cmocka_unit_test(fork_child_of_threaded_parent_starts_single_threaded),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(on, NULL, NULL);
 }

@@ -1,6 +1,7 @@
-/* Tests of ebb-bench's driver (bench/): the /proc parsers on sample text, the
- * configuration selection and child environment, and the refusal of a
- * configuration that did not take effect in a real child process. */
+/* Tests of ebb-bench's driver (bench/): the configuration selection and child
+ * environment, the check of a configuration against what /proc shows of the child,
+ * and the refusal of a configuration that did not take effect in a real child process.
+ * The /proc parsers themselves (lib/procfs) are tested in test_procfs.c. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,119 +16,16 @@
 
 #include "bench.h"
 
-/* ------------------------------------------------------------ status, smaps_rollup */
-
-static const char status_text[] =
-    "Name:\tebb-wl-arena-cr\n"
-    "Umask:\t0022\n"
-    "State:\tS (sleeping)\n"
-    "Pid:\t4242\n"
-    "VmPeak:\t 2304568 kB\n"
-    "VmSize:\t 2238008 kB\n"
-    "VmHWM:\t  587012 kB\n"
-    "VmRSS:\t  412376 kB\n"
-    "RssAnon:\t  409800 kB\n"
-    "RssFile:\t    2576 kB\n"
-    "RssShmem:\t       0 kB\n"
-    "Threads:\t17\n";
-
-static void test_status_fields(void **state)
-{
-    (void)state;
-    assert_int_equal(proc_field_kib(status_text, "VmRSS"), 412376);
-    assert_int_equal(proc_field_kib(status_text, "RssAnon"), 409800);
-    assert_int_equal(proc_field_kib(status_text, "VmHWM"), 587012);
-    /* A prefix of another field's name is not that field. */
-    assert_int_equal(proc_field_kib(status_text, "Vm"), -1);
-    assert_int_equal(proc_field_kib(status_text, "RssHuge"), -1);
-    /* A zombie's status has no VmRSS. */
-    assert_int_equal(proc_field_kib("Name:\tx\nState:\tZ (zombie)\n", "VmRSS"), -1);
-    assert_int_equal(proc_field_kib("", "VmRSS"), -1);
-}
-
-static const char rollup_text[] =
-    "55d0c3c4e000-7ffd6a5f1000 ---p 00000000 00:00 0                          [rollup]\n"
-    "Rss:              412504 kB\n"
-    "Pss:              411230 kB\n"
-    "Pss_Dirty:        409900 kB\n"
-    "Pss_Anon:         409800 kB\n"
-    "Pss_File:           1430 kB\n"
-    "Pss_Shmem:             0 kB\n"
-    "Shared_Clean:       1980 kB\n"
-    "Shared_Dirty:          0 kB\n"
-    "Private_Clean:       624 kB\n"
-    "Private_Dirty:    409900 kB\n"
-    "Referenced:       412504 kB\n"
-    "Anonymous:        409800 kB\n"
-    "LazyFree:              0 kB\n"
-    "AnonHugePages:     30720 kB\n"
-    "ShmemPmdMapped:        0 kB\n"
-    "Swap:                  0 kB\n"
-    "SwapPss:               0 kB\n"
-    "Locked:                0 kB\n";
-
-static void test_smaps_rollup(void **state)
-{
-    (void)state;
-    struct proc_rollup r;
-    assert_int_equal(proc_parse_smaps_rollup(rollup_text, &r), 0);
-    assert_int_equal(r.rss_kib, 412504);
-    assert_int_equal(r.pss_kib, 411230); /* not Pss_Dirty or Pss_Anon */
-    assert_int_equal(r.anon_kib, 409800);
-    assert_int_equal(r.anon_huge_kib, 30720);
-    assert_int_equal(r.swap_kib, 0); /* not SwapPss */
-    assert_int_equal(proc_parse_smaps_rollup("garbage\n", &r), -1);
-}
-
-/* ------------------------------------------------------------ maps lines */
-
-static void test_maps_line(void **state)
-{
-    (void)state;
-    struct maps_entry e;
-    const char *l1 = "7f2a47600000-7f2a47628000 r--p 00000000 fe:01 2228321                    "
-                     "/usr/lib/x86_64-linux-gnu/libc.so.6";
-    assert_int_equal(proc_parse_maps_line(l1, strlen(l1), &e), 0);
-    assert_true(e.start == 0x7f2a47600000ull);
-    assert_true(e.end == 0x7f2a47628000ull);
-    assert_string_equal(e.perms, "r--p");
-    assert_int_equal(e.dev_major, 0xfe);
-    assert_int_equal(e.dev_minor, 1);
-    assert_true(e.inode == 2228321);
-    assert_int_equal(e.path_len, strlen("/usr/lib/x86_64-linux-gnu/libc.so.6"));
-    assert_memory_equal(e.path, "/usr/lib/x86_64-linux-gnu/libc.so.6", e.path_len);
-
-    const char *l2 = "7f2a38000000-7f2a3a1e4000 rw-p 00000000 00:00 0 ";
-    assert_int_equal(proc_parse_maps_line(l2, strlen(l2), &e), 0);
-    assert_int_equal(e.path_len, 0);
-    assert_true(e.inode == 0);
-    assert_true(e.end - e.start == 0x21e4000ull);
-
-    const char *l3 = "7f0000001000-7f0000002000 r-xp 00001000 08:02 77 /tmp/lib with space.so (deleted)";
-    assert_int_equal(proc_parse_maps_line(l3, strlen(l3), &e), 0);
-    assert_int_equal(e.path_len, strlen("/tmp/lib with space.so"));
-    assert_true(e.offset == 0x1000);
-    assert_int_equal(e.dev_major, 8);
-    assert_int_equal(e.dev_minor, 2);
-
-    const char *l4 = "55f1c8e4b000-55f1c8e6c000 rw-p 00000000 00:00 0                          [heap]";
-    assert_int_equal(proc_parse_maps_line(l4, strlen(l4), &e), 0);
-    assert_int_equal(e.path_len, strlen("[heap]"));
-
-    const char *bad[] = {"", "zzzz-1000 rw-p 0 00:00 0", "1000-2000 rw-p", "2000-1000 rw-p 0 00:00 0",
-                         "1000 2000 rw-p 0 00:00 0"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_int_equal(proc_parse_maps_line(bad[i], strlen(bad[i]), &e), -1);
-}
-
-/* ------------------------------------------------------------ 64 MiB heaps */
+/* ------------------------------------------------------------ evidence */
 
 /* A glibc process with three thread arenas: two heaps partly used (rw-p then
  * ---p up to the next 64 MiB boundary) and one fully grown heap, among the usual
  * mappings: main heap, thread stacks with guard pages, libraries. */
 static const char maps_three_heaps[] =
-    "55f1c7a00000-55f1c7a02000 r--p 00000000 fe:01 1311235                    /work/build/bench/ebb-wl-arena-creep\n"
-    "55f1c7a02000-55f1c7a05000 r-xp 00002000 fe:01 1311235                    /work/build/bench/ebb-wl-arena-creep\n"
+    "55f1c7a00000-55f1c7a02000 r--p 00000000 fe:01 1311235                    "
+    "/work/build/bench/ebb-wl-arena-creep\n"
+    "55f1c7a02000-55f1c7a05000 r-xp 00002000 fe:01 1311235                    "
+    "/work/build/bench/ebb-wl-arena-creep\n"
     "55f1c8e4b000-55f1c8e6c000 rw-p 00000000 00:00 0                          [heap]\n"
     "7f2a30000000-7f2a34000000 rw-p 00000000 00:00 0 \n"
     "7f2a38000000-7f2a3a1e4000 rw-p 00000000 00:00 0 \n"
@@ -136,120 +34,25 @@ static const char maps_three_heaps[] =
     "7f2a40021000-7f2a44000000 ---p 00000000 00:00 0 \n"
     "7f2a46bff000-7f2a46c00000 ---p 00000000 00:00 0 \n"
     "7f2a46c00000-7f2a47400000 rw-p 00000000 00:00 0 \n"
-    "7f2a47600000-7f2a47628000 r--p 00000000 fe:01 2228321                    /usr/lib/x86_64-linux-gnu/libc.so.6\n"
-    "7f2a47628000-7f2a4779d000 r-xp 00028000 fe:01 2228321                    /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+    "7f2a47600000-7f2a47628000 r--p 00000000 fe:01 2228321                    "
+    "/usr/lib/x86_64-linux-gnu/libc.so.6\n"
+    "7f2a47628000-7f2a4779d000 r-xp 00028000 fe:01 2228321                    "
+    "/usr/lib/x86_64-linux-gnu/libc.so.6\n"
     "7ffd6a5d0000-7ffd6a5f1000 rw-p 00000000 00:00 0                          [stack]\n";
-
-static void test_heaps_typical(void **state)
-{
-    (void)state;
-    assert_int_equal(proc_count_arena_heaps(maps_three_heaps), 3);
-}
-
-static void test_heaps_merged_neighbours(void **state)
-{
-    (void)state;
-    /* A full heap followed directly by the next heap: the kernel merged both rw
-     * parts into one mapping of 64 MiB + 0x21000. */
-    const char *m = "7f2a38000000-7f2a3c021000 rw-p 00000000 00:00 0 \n"
-                    "7f2a3c021000-7f2a40000000 ---p 00000000 00:00 0 \n";
-    assert_int_equal(proc_count_arena_heaps(m), 2);
-    /* Two full heaps back to back: one 128 MiB rw mapping ending at a boundary. */
-    const char *m2 = "7f2a38000000-7f2a40000000 rw-p 00000000 00:00 0 \n"
-                     "7f2a40000000-7f2a40001000 r--p 00000000 fe:01 12 /usr/lib/x.so\n";
-    assert_int_equal(proc_count_arena_heaps(m2), 2);
-    /* Some other anonymous mapping merged into the start of a heap. */
-    const char *m3 = "7f2a37f00000-7f2a38400000 rw-p 00000000 00:00 0 \n"
-                     "7f2a38400000-7f2a3c000000 ---p 00000000 00:00 0 \n";
-    assert_int_equal(proc_count_arena_heaps(m3), 1);
-    /* A heap whose ---p tail merged with a thread stack's guard page. */
-    const char *m4 = "7f2a38000000-7f2a38800000 rw-p 00000000 00:00 0 \n"
-                     "7f2a38800000-7f2a3c001000 ---p 00000000 00:00 0 \n"
-                     "7f2a3c001000-7f2a3c801000 rw-p 00000000 00:00 0 \n";
-    assert_int_equal(proc_count_arena_heaps(m4), 1);
-}
-
-static void test_heaps_not_heaps(void **state)
-{
-    (void)state;
-    /* Not 64 MiB aligned. */
-    assert_int_equal(proc_count_arena_heaps("7f2a38100000-7f2a38200000 rw-p 00000000 00:00 0 \n"
-                                            "7f2a38200000-7f2a3c100000 ---p 00000000 00:00 0 \n"),
-                     0);
-    /* Aligned but only 32 MiB in all. */
-    assert_int_equal(proc_count_arena_heaps("7f2a38000000-7f2a39000000 rw-p 00000000 00:00 0 \n"
-                                            "7f2a39000000-7f2a3a000000 ---p 00000000 00:00 0 \n"),
-                     0);
-    /* A 64 MiB file mapping. */
-    assert_int_equal(
-        proc_count_arena_heaps("7f2a38000000-7f2a3c000000 r--p 00000000 fe:01 99 /var/data.bin\n"), 0);
-    /* A thread stack: guard first, then rw. */
-    assert_int_equal(proc_count_arena_heaps("7f2a38000000-7f2a38001000 ---p 00000000 00:00 0 \n"
-                                            "7f2a38001000-7f2a3c000000 rw-p 00000000 00:00 0 \n"),
-                     0);
-    /* A 1 GiB reservation with a committed start (a JVM heap or class space). */
-    assert_int_equal(proc_count_arena_heaps("7f2a00000000-7f2a02000000 rw-p 00000000 00:00 0 \n"
-                                            "7f2a02000000-7f2a40000000 ---p 00000000 00:00 0 \n"),
-                     0);
-    /* rw, ---p, rw inside one window. */
-    assert_int_equal(proc_count_arena_heaps("7f2a38000000-7f2a39000000 rw-p 00000000 00:00 0 \n"
-                                            "7f2a39000000-7f2a3a000000 ---p 00000000 00:00 0 \n"
-                                            "7f2a3a000000-7f2a3c000000 rw-p 00000000 00:00 0 \n"),
-                     0);
-    /* A hole in the middle. */
-    assert_int_equal(proc_count_arena_heaps("7f2a38000000-7f2a39000000 rw-p 00000000 00:00 0 \n"
-                                            "7f2a39100000-7f2a3c000000 ---p 00000000 00:00 0 \n"),
-                     0);
-    /* Shared anonymous memory is not malloc's. */
-    assert_int_equal(proc_count_arena_heaps("7f2a38000000-7f2a3c000000 rw-s 00000000 00:01 5 /dev/zero (deleted)\n"),
-                     0);
-    assert_int_equal(proc_count_arena_heaps(""), 0);
-}
-
-/* ------------------------------------------------------------ files in maps, environ */
-
-static void test_maps_files(void **state)
-{
-    (void)state;
-    assert_true(proc_maps_has_file(maps_three_heaps, "/usr/lib/x86_64-linux-gnu/libc.so.6", 0, 0, 0));
-    assert_false(proc_maps_has_file(maps_three_heaps, "/usr/lib/x86_64-linux-gnu/libc.so", 0, 0, 0));
-    /* By device and inode when the path differs (a symlink, an overlay). */
-    assert_true(proc_maps_has_file(maps_three_heaps, "/other/name.so", 0xfe, 1, 2228321));
-    assert_false(proc_maps_has_file(maps_three_heaps, "/other/name.so", 0xfe, 2, 2228321));
-
-    static const char *const allocs[] = {"libjemalloc", "libtcmalloc", NULL};
-    char found[256];
-    assert_false(proc_maps_find_lib(maps_three_heaps, allocs, found, sizeof found));
-    const char *with_je = "7f0000000000-7f0000001000 r--p 00000000 fe:01 5 "
-                          "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n";
-    assert_true(proc_maps_find_lib(with_je, allocs, found, sizeof found));
-    assert_string_equal(found, "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2");
-}
-
-static void test_environ(void **state)
-{
-    (void)state;
-    static const char env[] = "HOME=/root\0MALLOC_ARENA_MAX=2\0PATH=/usr/bin\0";
-    size_t len = sizeof env - 1;
-    assert_true(proc_environ_has(env, len, "MALLOC_ARENA_MAX=2"));
-    assert_false(proc_environ_has(env, len, "MALLOC_ARENA_MAX=1"));
-    assert_false(proc_environ_has(env, len, "MALLOC_ARENA_MAX=20"));
-    assert_false(proc_environ_has(env, len, "MALLOC_ARENA_MAX"));
-    assert_true(proc_environ_has(env, len, "PATH=/usr/bin"));
-    assert_false(proc_environ_has(env, 0, "HOME=/root"));
-}
 
 /* ------------------------------------------------------------ configurations */
 
-static void test_select_configs(void **state)
-{
+static void test_select_configs(void **state) {
     (void)state;
     struct bench_config known[32], sel[32];
     char err[128];
     int nk = bench_builtin_configs(known, 32, "/nonexistent/libebbmalloc.so");
-    assert_int_equal(nk, 11);
+    assert_int_equal(nk, 12);
     assert_string_equal(known[0].name, "glibc");
-    assert_string_equal(known[nk - 1].name, "ebbmalloc");
+    assert_string_equal(known[nk - 2].name, "ebbmalloc");
+    assert_string_equal(known[nk - 1].name, "ebbmalloc-noprof");
+    assert_string_equal(known[nk - 1].env[0], "EBB_PROF=0");
+    assert_string_equal(known[nk - 1].preload, known[nk - 2].preload);
 
     assert_int_equal(bench_select_configs(known, nk, NULL, sel, 32, err, sizeof err), nk);
     assert_int_equal(bench_select_configs(known, nk, "glibc,arena-max-2", sel, 32, err, sizeof err), 2);
@@ -257,6 +60,7 @@ static void test_select_configs(void **state)
     assert_string_equal(sel[1].env[0], "MALLOC_ARENA_MAX=2");
     assert_int_equal(bench_select_configs(known, nk, "arena,arena-max-1,peers", sel, 32, err, sizeof err), 7);
     assert_int_equal(bench_select_configs(known, nk, "glibc-all", sel, 32, err, sizeof err), 7);
+    assert_int_equal(bench_select_configs(known, nk, "ebb", sel, 32, err, sizeof err), 2);
     assert_int_equal(bench_select_configs(known, nk, "glibc,nosuch", sel, 32, err, sizeof err), -1);
     assert_non_null(strstr(err, "nosuch"));
 
@@ -266,12 +70,17 @@ static void test_select_configs(void **state)
     assert_non_null(strstr(sel[0].skip_reason, "/nonexistent/libebbmalloc.so"));
 }
 
-static void test_child_env(void **state)
-{
+static void test_child_env(void **state) {
     (void)state;
-    char *base[] = {"HOME=/root", "LD_PRELOAD=/usr/lib/libsomething.so", "MALLOC_ARENA_MAX=4",
-                    "GLIBC_TUNABLES=glibc.malloc.arena_max=1", "MALLOC_CONF=narenas:1",
-                    "EBB_LIB=/x.so", "PATH=/usr/bin", NULL};
+    char *base[] = {"HOME=/root",
+                    "LD_PRELOAD=/usr/lib/libsomething.so",
+                    "MALLOC_ARENA_MAX=4",
+                    "GLIBC_TUNABLES=glibc.malloc.arena_max=1",
+                    "MALLOC_CONF=narenas:1",
+                    "EBB_LIB=/x.so",
+                    "EBB_PROF=0",
+                    "PATH=/usr/bin",
+                    NULL};
     struct bench_config c;
     memset(&c, 0, sizeof c);
     snprintf(c.env[0], sizeof c.env[0], "MALLOC_ARENA_MAX=2");
@@ -284,6 +93,7 @@ static void test_child_env(void **state)
         assert_null(strstr(*p, "GLIBC_TUNABLES"));
         assert_null(strstr(*p, "MALLOC_CONF"));
         assert_null(strstr(*p, "EBB_LIB"));
+        assert_null(strstr(*p, "EBB_PROF"));
         if (strncmp(*p, "MALLOC_ARENA_MAX=", 17) == 0) {
             assert_string_equal(*p, "MALLOC_ARENA_MAX=2");
             arena++;
@@ -298,14 +108,12 @@ static void test_child_env(void **state)
     env = bench_child_env(base, &c);
     int pre = 0;
     for (char **p = env; *p; p++)
-        if (strcmp(*p, "LD_PRELOAD=/opt/lib/liba.so") == 0)
-            pre++;
+        if (strcmp(*p, "LD_PRELOAD=/opt/lib/liba.so") == 0) pre++;
     assert_int_equal(pre, 1);
     bench_free_env(env);
 }
 
-static void test_check_config_evidence(void **state)
-{
+static void test_check_config_evidence(void **state) {
     (void)state;
     char why[512];
     static const char env_ok[] = "HOME=/root\0MALLOC_ARENA_MAX=2\0";
@@ -353,14 +161,27 @@ static void test_check_config_evidence(void **state)
 
 /* ------------------------------------------------------------ real children */
 
-static char *creep_argv[] = {WL_ARENA_CREEP, "--threads", "2", "--ops", "3000", "--lifetime", "1000",
-                             "--epoch", "500", "--hot-blocks", "64", "--cold-blocks", "8",
-                             "--idle-ms", "0", "--sync", NULL};
+static char *creep_argv[] = {WL_ARENA_CREEP,
+                             "--threads",
+                             "2",
+                             "--ops",
+                             "3000",
+                             "--lifetime",
+                             "1000",
+                             "--epoch",
+                             "500",
+                             "--hot-blocks",
+                             "64",
+                             "--cold-blocks",
+                             "8",
+                             "--idle-ms",
+                             "0",
+                             "--sync",
+                             NULL};
 
 extern char **environ;
 
-static int run_creep(const struct bench_config *cfg, char *const *argv, struct bench_run *r)
-{
+static int run_creep(const struct bench_config *cfg, char *const *argv, struct bench_run *r) {
     struct bench_spec sp = {
         .argv = argv,
         .environ = environ,
@@ -372,8 +193,7 @@ static int run_creep(const struct bench_config *cfg, char *const *argv, struct b
     return bench_run(&sp, cfg, r);
 }
 
-static struct bench_config preload_config(const char *path)
-{
+static struct bench_config preload_config(const char *path) {
     struct bench_config c;
     memset(&c, 0, sizeof c);
     snprintf(c.name, sizeof c.name, "test-preload");
@@ -381,8 +201,7 @@ static struct bench_config preload_config(const char *path)
     return c;
 }
 
-static void test_run_glibc_accepted(void **state)
-{
+static void test_run_glibc_accepted(void **state) {
     (void)state;
     struct bench_config c;
     memset(&c, 0, sizeof c);
@@ -406,8 +225,7 @@ static void test_run_glibc_accepted(void **state)
     bench_run_free(&r);
 }
 
-static void test_run_wrapper_accepted(void **state)
-{
+static void test_run_wrapper_accepted(void **state) {
     (void)state;
     struct bench_config c = preload_config(PRELOAD_WRAP);
     struct bench_run r;
@@ -417,20 +235,17 @@ static void test_run_wrapper_accepted(void **state)
     bench_run_free(&r);
 }
 
-static void expect_refused(const struct bench_config *c, char *const *argv, const char *why_part)
-{
+static void expect_refused(const struct bench_config *c, char *const *argv, const char *why_part) {
     struct bench_run r;
     assert_int_equal(run_creep(c, argv, &r), 1);
     assert_false(r.ok);
     assert_true(r.refused);
     assert_int_equal(r.n_res, 0); /* killed before it did any work */
-    if (!strstr(r.reason, why_part))
-        fail_msg("reason \"%s\" does not mention \"%s\"", r.reason, why_part);
+    if (!strstr(r.reason, why_part)) fail_msg("reason \"%s\" does not mention \"%s\"", r.reason, why_part);
     bench_run_free(&r);
 }
 
-static void test_run_refuses_non_library(void **state)
-{
+static void test_run_refuses_non_library(void **state) {
     (void)state;
     char path[] = "/tmp/ebb-bench-test-XXXXXX";
     int fd = mkstemp(path);
@@ -442,41 +257,35 @@ static void test_run_refuses_non_library(void **state)
     unlink(path);
 }
 
-static void test_run_refuses_missing_library(void **state)
-{
+static void test_run_refuses_missing_library(void **state) {
     (void)state;
     struct bench_config c = preload_config("/nonexistent/libnothing.so");
     expect_refused(&c, creep_argv, "not mapped");
 }
 
-static void test_run_refuses_preload_without_malloc(void **state)
-{
+static void test_run_refuses_preload_without_malloc(void **state) {
     (void)state;
     /* Loaded, so in the maps, but malloc still comes from glibc. */
     struct bench_config c = preload_config(PRELOAD_NONE);
     expect_refused(&c, creep_argv, "malloc comes from");
 }
 
-static void test_run_refuses_dropped_preload(void **state)
-{
+static void test_run_refuses_dropped_preload(void **state) {
     (void)state;
     /* A launcher that drops LD_PRELOAD before starting the real program. */
     char *argv[32] = {"env", "-u", "LD_PRELOAD"};
     int n = 3;
-    for (char **p = creep_argv; *p; p++)
-        argv[n++] = *p;
+    for (char **p = creep_argv; *p; p++) argv[n++] = *p;
     argv[n] = NULL;
     struct bench_config c = preload_config(PRELOAD_WRAP);
     expect_refused(&c, argv, "not mapped");
 }
 
-static void test_run_refuses_dropped_env(void **state)
-{
+static void test_run_refuses_dropped_env(void **state) {
     (void)state;
     char *argv[32] = {"env", "-u", "MALLOC_ARENA_MAX"};
     int n = 3;
-    for (char **p = creep_argv; *p; p++)
-        argv[n++] = *p;
+    for (char **p = creep_argv; *p; p++) argv[n++] = *p;
     argv[n] = NULL;
     struct bench_config c;
     memset(&c, 0, sizeof c);
@@ -488,8 +297,7 @@ static void test_run_refuses_dropped_env(void **state)
 
 /* ------------------------------------------------------------ statistics */
 
-static void test_median_spread(void **state)
-{
+static void test_median_spread(void **state) {
     (void)state;
     double v[] = {3.0, 1.0, 2.0};
     assert_true(bench_median(v, 3) == 2.0);
@@ -501,17 +309,8 @@ static void test_median_spread(void **state)
     assert_true(bench_spread(v, 1, 3.0) == 0);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_status_fields),
-        cmocka_unit_test(test_smaps_rollup),
-        cmocka_unit_test(test_maps_line),
-        cmocka_unit_test(test_heaps_typical),
-        cmocka_unit_test(test_heaps_merged_neighbours),
-        cmocka_unit_test(test_heaps_not_heaps),
-        cmocka_unit_test(test_maps_files),
-        cmocka_unit_test(test_environ),
         cmocka_unit_test(test_select_configs),
         cmocka_unit_test(test_child_env),
         cmocka_unit_test(test_check_config_evidence),

@@ -13,6 +13,7 @@
 #include "ebb_test_mem.h"
 
 #include "ebbmalloc.h"
+#include "internal.h"
 
 
 static void over_the_soft_limit_releases_at_once(void **st) {
@@ -45,10 +46,43 @@ static void under_the_soft_limit_the_timer_rules(void **st) {
     assert_true(rss_bytes() >= base + (15u << 20)); /* kept: under the limit, young */
 }
 
+/* Blocks of 10-30 MiB, 3 live, one freed and another allocated at each step: the page
+ * heap keeps free pages resident for sizes that come back, but never above the soft limit
+ * (64 MiB here): whenever a free leaves more than that resident, nothing free stays. */
+static void sizes_that_come_back_stay_under_the_soft_limit(void **st) {
+    (void)st;
+    char *live[3] = {0};
+    unsigned r = 777;
+    int over = 0;
+    for (int k = 0; k < 60; k++) {
+        r = r * 1103515245 + 12345;
+        unsigned j = (r >> 16) % 3;
+        struct ebb_page_heap_stats ph0, ph1;
+        ebbi_page_heap_stats(&ph0);
+        ebb_free(live[j]);
+        ebbi_page_heap_stats(&ph1);
+        if (ph1.released_by[EBB_WHY_SOFT] > ph0.released_by[EBB_WHY_SOFT]) over++;
+        struct ebb_stats s;
+        ebb_stats(&s);
+        size_t resident = s.mapped - s.released - s.metadata;
+        if (resident > (64u << 20) && s.page_free)
+            fail_msg("step %d: %zu MiB resident, %zu MiB of it free", k, resident >> 20,
+                     (size_t)s.page_free >> 20);
+        r = r * 1103515245 + 12345;
+        size_t n = (10u << 20) + (size_t)((r >> 8) % (20u << 20));
+        live[j] = ebb_malloc(n);
+        memset(live[j], k, n);
+    }
+    printf("# at %d of 60 frees the soft limit released memory\n", over);
+    assert_true(over > 0); /* the limit was in play */
+    for (int j = 0; j < 3; j++) ebb_free(live[j]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(under_the_soft_limit_the_timer_rules),
         cmocka_unit_test(over_the_soft_limit_releases_at_once),
+        cmocka_unit_test(sizes_that_come_back_stay_under_the_soft_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

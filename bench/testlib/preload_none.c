@@ -3,7 +3,4 @@
  * must refuse a configuration that preloads it as an allocator. */
 int ebb_bench_test_preload_none_marker(void);
 
-int ebb_bench_test_preload_none_marker(void)
-{
-    return 42;
-}
+int ebb_bench_test_preload_none_marker(void) { return 42; }

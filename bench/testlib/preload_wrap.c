@@ -8,22 +8,10 @@ extern void __libc_free(void *);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 
-void *malloc(size_t n)
-{
-    return __libc_malloc(n);
-}
+void *malloc(size_t n) { return __libc_malloc(n); }
 
-void free(void *p)
-{
-    __libc_free(p);
-}
+void free(void *p) { __libc_free(p); }
 
-void *calloc(size_t n, size_t s)
-{
-    return __libc_calloc(n, s);
-}
+void *calloc(size_t n, size_t s) { return __libc_calloc(n, s); }
 
-void *realloc(void *p, size_t n)
-{
-    return __libc_realloc(p, n);
-}
+void *realloc(void *p, size_t n) { return __libc_realloc(p, n); }

@@ -58,10 +58,8 @@ static void run_case(const char *name, bool under_ebb, struct outcome *o) {
         setrlimit(RLIMIT_CORE, &no_core);
         unsetenv("MALLOC_CHECK_");
         unsetenv("GLIBC_TUNABLES");
-        if (under_ebb)
-            setenv("LD_PRELOAD", ebb_lib, 1);
-        else
-            unsetenv("LD_PRELOAD");
+        if (under_ebb) setenv("LD_PRELOAD", ebb_lib, 1);
+        else unsetenv("LD_PRELOAD");
         execl(helper, helper, name, (char *)NULL);
         _exit(127);
     }
@@ -105,12 +103,9 @@ static void run_case(const char *name, bool under_ebb, struct outcome *o) {
 
 /* "SIGABRT", "SIGSEGV", "exit 0", "hung" */
 static const char *how(const struct outcome *o, char *buf, size_t n) {
-    if (o->status == -1)
-        snprintf(buf, n, "hung");
-    else if (WIFSIGNALED(o->status))
-        snprintf(buf, n, "SIG%s", sigabbrev_np(WTERMSIG(o->status)));
-    else
-        snprintf(buf, n, "exit %d", WEXITSTATUS(o->status));
+    if (o->status == -1) snprintf(buf, n, "hung");
+    else if (WIFSIGNALED(o->status)) snprintf(buf, n, "SIG%s", sigabbrev_np(WTERMSIG(o->status)));
+    else snprintf(buf, n, "exit %d", WEXITSTATUS(o->status));
     return buf;
 }
 
@@ -158,8 +153,7 @@ static bool has_one_of(const char *line, const char *want) {
 }
 
 /* Checks one case under ebbmalloc.  Returns NULL when it passed, else why not. */
-static const char *check(const struct misuse_case *c, const struct outcome *o, char *why,
-                         size_t n) {
+static const char *check(const struct misuse_case *c, const struct outcome *o, char *why, size_t n) {
     char addr[4][64] = {""}, line[512], h[32];
     const char *a = strstr(o->out, "ADDR ");
     int naddr = 0;
@@ -174,8 +168,8 @@ static const char *check(const struct misuse_case *c, const struct outcome *o, c
         char out[200];
         first_line(o->out, "SURVIVED", out, sizeof out);
         if (!strstr(o->out, "SURVIVED")) first_line(o->out, "CORRUPTION", out, sizeof out);
-        snprintf(why, n, "expected SIGABRT, got %s; stderr: \"%s\"; helper: \"%s\"",
-                 how(o, h, sizeof h), line, a ? out : "");
+        snprintf(why, n, "expected SIGABRT, got %s; stderr: \"%s\"; helper: \"%s\"", how(o, h, sizeof h),
+                 line, a ? out : "");
         return why;
     }
     char want[128];
@@ -188,8 +182,7 @@ static const char *check(const struct misuse_case *c, const struct outcome *o, c
         snprintf(why, n, "address %s not named in \"%s\"", addr[0], line);
     else if (c->cls && !has_one_of(line, c->cls))
         snprintf(why, n, "class \"%s\" not named in \"%s\"", c->cls, line);
-    else
-        return NULL;
+    else return NULL;
     return why;
 }
 
@@ -226,18 +219,13 @@ int main(int argc, char **argv) {
     const char *only[64];
     int nonly = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--table"))
-            table = true;
-        else if (!strcmp(argv[i], "--pending"))
-            pending = true, regular = false;
-        else if (!strcmp(argv[i], "--all"))
-            pending = true, regular = true;
+        if (!strcmp(argv[i], "--table")) table = true;
+        else if (!strcmp(argv[i], "--pending")) pending = true, regular = false;
+        else if (!strcmp(argv[i], "--all")) pending = true, regular = true;
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc)
             repeat = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
-        else if (!helper)
-            helper = argv[i];
-        else if (nonly < 64)
-            only[nonly++] = argv[i];
+        else if (!helper) helper = argv[i];
+        else if (nonly < 64) only[nonly++] = argv[i];
     }
     ebb_lib = getenv("EBB_LIB");
     if (!helper || !ebb_lib || access(ebb_lib, R_OK) || access(helper, X_OK)) {
@@ -292,8 +280,8 @@ int main(int argc, char **argv) {
         num++;
         if (passes < repeat) {
             failed++;
-            printf("not ok %d - %s%s%s: %s\n", num, c->name, c->pending ? " (pending)" : "",
-                   count, first_why);
+            printf("not ok %d - %s%s%s: %s\n", num, c->name, c->pending ? " (pending)" : "", count,
+                   first_why);
         } else {
             printf("ok %d - %s%s: %s\n", num, c->name, count, line);
         }

@@ -30,10 +30,9 @@ struct result {
     int err; /* errno after the call, or the return value of posix_memalign */
 };
 
-enum fn { MALLOC, CALLOC, REALLOC, REALLOCARRAY, POSIX_MEMALIGN, ALIGNED_ALLOC, MEMALIGN,
-          VALLOC, PVALLOC };
-static const char *names[] = {"malloc", "calloc", "realloc", "reallocarray", "posix_memalign",
-                              "aligned_alloc", "memalign", "valloc", "pvalloc"};
+enum fn { MALLOC, CALLOC, REALLOC, REALLOCARRAY, POSIX_MEMALIGN, ALIGNED_ALLOC, MEMALIGN, VALLOC, PVALLOC };
+static const char *names[] = {"malloc",        "calloc",   "realloc", "reallocarray", "posix_memalign",
+                              "aligned_alloc", "memalign", "valloc",  "pvalloc"};
 
 static struct result call(bool ebb, enum fn f, size_t a, size_t b) {
     void *p = NULL, *old = NULL;
@@ -75,8 +74,8 @@ static void compare(enum fn f, size_t a, size_t b) {
     checked++;
     if (f == ALIGNED_ALLOC && !pow2) { /* the deliberate difference */
         if (!e.null || e.err != EINVAL) {
-            printf("not ok: aligned_alloc(%#zx, %#zx): ebbmalloc %s errno %d, want NULL EINVAL\n",
-                   a, b, e.null ? "NULL" : "a block", e.err);
+            printf("not ok: aligned_alloc(%#zx, %#zx): ebbmalloc %s errno %d, want NULL EINVAL\n", a, b,
+                   e.null ? "NULL" : "a block", e.err);
             failures++;
         }
         return;
@@ -91,16 +90,43 @@ static void compare(enum fn f, size_t a, size_t b) {
 int main(int argc, char **argv) {
     bool pending = argc > 1 && !strcmp(argv[1], "--pending");
     mallopt(M_PERTURB, 0); /* meson sets MALLOC_PERTURB_: glibc would fill 4 GiB blocks */
-    const size_t hostile[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 4095, SIZE_MAX - 8192,
-                              SIZE_MAX / 2, SIZE_MAX / 2 + 1, (size_t)PTRDIFF_MAX,
-                              (size_t)PTRDIFF_MAX + 1, (size_t)PTRDIFF_MAX - 4096,
-                              (size_t)1 << 62, (size_t)1 << 48, (size_t)1 << 47, 0, 1, 4096};
-    const size_t huge[] = {(size_t)1 << 34, (size_t)1 << 36, (size_t)1 << 40, (size_t)1 << 44,
-                           (size_t)1 << 46, ((size_t)1 << 47) - 4096};
+    const size_t hostile[] = {SIZE_MAX,
+                              SIZE_MAX - 1,
+                              SIZE_MAX - 4095,
+                              SIZE_MAX - 8192,
+                              SIZE_MAX / 2,
+                              SIZE_MAX / 2 + 1,
+                              (size_t)PTRDIFF_MAX,
+                              (size_t)PTRDIFF_MAX + 1,
+                              (size_t)PTRDIFF_MAX - 4096,
+                              (size_t)1 << 62,
+                              (size_t)1 << 48,
+                              (size_t)1 << 47,
+                              0,
+                              1,
+                              4096};
+    const size_t huge[] = {(size_t)1 << 34, (size_t)1 << 36, (size_t)1 << 40,
+                           (size_t)1 << 44, (size_t)1 << 46, ((size_t)1 << 47) - 4096};
     const size_t *sizes = pending ? huge : hostile;
     size_t nsizes = pending ? sizeof huge / sizeof *huge : sizeof hostile / sizeof *hostile;
-    const size_t aligns[] = {0, 1, 2, 3, 4, 8, 16, 24, 48, 64, 4095, 4096, 4097, SIZE_MAX,
-                             SIZE_MAX / 2, SIZE_MAX / 2 + 1, SIZE_MAX / 2 + 2, (size_t)1 << 47,
+    const size_t aligns[] = {0,
+                             1,
+                             2,
+                             3,
+                             4,
+                             8,
+                             16,
+                             24,
+                             48,
+                             64,
+                             4095,
+                             4096,
+                             4097,
+                             SIZE_MAX,
+                             SIZE_MAX / 2,
+                             SIZE_MAX / 2 + 1,
+                             SIZE_MAX / 2 + 2,
+                             (size_t)1 << 47,
                              (size_t)1 << 62};
     const size_t huge_aligns[] = {(size_t)1 << 34, (size_t)1 << 40, (size_t)1 << 46};
 
@@ -139,7 +165,6 @@ int main(int argc, char **argv) {
         compare(REALLOCARRAY, (size_t)1 << 32, (size_t)1 << 32);
     }
     printf("%s: %d calls compared with glibc %s, %d differ\n",
-           pending ? "test_compat --pending" : "test_compat", checked, gnu_get_libc_version(),
-           failures);
+           pending ? "test_compat --pending" : "test_compat", checked, gnu_get_libc_version(), failures);
     return failures ? 1 : 0;
 }

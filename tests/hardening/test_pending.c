@@ -13,15 +13,7 @@
 
 #include "ebbmalloc.h"
 
-static size_t vm_size(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmSize:", 7)) kb = strtoull(line + 7, NULL, 10);
-    if (f) fclose(f);
-    return kb * 1024;
-}
+#include "../ebb_test_mem.h"
 
 /* memalign(2^40, 1) is valid; glibc refuses it (ENOMEM: it cannot reserve 1 TiB).
  * ebbmalloc grants it by mapping 2^40 + 4 MiB MAP_NORESERVE into its page heap and keeps

@@ -29,30 +29,25 @@ struct worker {
 
 static pthread_barrier_t done;
 
-static void *work(void *arg)
-{
+static void *work(void *arg) {
     struct worker *w = arg;
     size_t n = w->mib * 1024 * 1024 / BLOCK;
     for (size_t i = 0; i < n; i++) {
         char *p = malloc(BLOCK);
-        if (!p)
-            abort();
+        if (!p) abort();
         memset(p, 0x5a, BLOCK);
         uintptr_t h = (uintptr_t)p & ~(HEAP - 1);
         int k;
         for (k = 0; k < w->nheaps && w->heaps[k] != h; k++)
             ;
-        if (k == w->nheaps && w->nheaps < MAXHEAPS)
-            w->heaps[w->nheaps++] = h;
+        if (k == w->nheaps && w->nheaps < MAXHEAPS) w->heaps[w->nheaps++] = h;
     }
     pthread_barrier_wait(&done);
-    for (;;)
-        pause();
+    for (;;) pause();
     return NULL;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: arena-hog THREADS MIB [BIG_MIB [GROW_MIB_PER_S]]\n");
         return 2;
@@ -66,8 +61,7 @@ int main(int argc, char **argv)
         w[i].id = i;
         w[i].mib = i == 0 ? big : mib;
         pthread_t t;
-        if (pthread_create(&t, NULL, work, &w[i]) != 0)
-            abort();
+        if (pthread_create(&t, NULL, work, &w[i]) != 0) abort();
     }
     pthread_barrier_wait(&done);
     for (int i = 0; i < nt; i++)
@@ -80,12 +74,10 @@ int main(int argc, char **argv)
         /* 1/100 of the rate every 10 ms, in blocks below the mmap threshold */
         for (long b = 0; b < grow * 1024 * 1024 / 100 / BLOCK; b++) {
             char *p = malloc(BLOCK);
-            if (!p)
-                abort();
+            if (!p) abort();
             memset(p, 0x5b, BLOCK);
         }
         usleep(10000);
     }
-    for (;;)
-        pause();
+    for (;;) pause();
 }

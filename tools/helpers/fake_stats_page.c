@@ -1,5 +1,5 @@
 /* Test helper for ebb-inspect: publishes an ebbmalloc stats page the way the library
- * does (/dev/shm/ebbmalloc.<pid>, one page, mapped MAP_SHARED, seqlock), correct or
+ * does (/dev/shm/ebbmalloc.<ns>.<pid>, one page, mapped MAP_SHARED, seqlock), correct or
  * broken on purpose, prints "ready" and waits; on SIGTERM it removes the file.
  *
  *   fake-stats-page MODE
@@ -10,6 +10,7 @@
  *   wrongpid   the page names another pid
  *   wrongstart the page carries another start_time
  *   oddseq     seq stays odd (a writer that died in the middle of an update)
+ *   unwritten  the header is there, the first update is not (seq 0, every figure 0)
  *   badmagic   not an ebbmalloc page
  *   badsum     resident differs from the sum of its parts
  *   foreign    the file belongs to another user (nobody)
@@ -30,33 +31,17 @@
 #include <unistd.h>
 
 #include "ebbmalloc.h"
+#include "fake_publish.h"
 
-static char path[64];
+static char path[96];
 
-static void on_term(int sig)
-{
+static void on_term(int sig) {
     (void)sig;
     unlink(path);
     _exit(0);
 }
 
-static uint64_t start_time(void)
-{
-    char buf[1024];
-    FILE *f = fopen("/proc/self/stat", "r");
-    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-    if (f)
-        fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    for (int field = 2; p && field < 22; field++) {
-        p = strchr(p + 1, ' ');
-    }
-    return p ? strtoull(p + 1, NULL, 10) : 0;
-}
-
-static void fill(struct ebb_shm_page *pg, uint64_t k)
-{
+static void fill(struct ebb_shm_page *pg, uint64_t k) {
     struct ebb_stats *s = &pg->stats;
     s->in_use = (3u << 20) + k * 4096;
     s->thread_cache = 1u << 20;
@@ -70,56 +55,35 @@ static void fill(struct ebb_shm_page *pg, uint64_t k)
     s->threads = 3;
     s->release_calls = 7;
     s->released_total = 9u << 20;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    pg->updated_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    pg->updated_ms = fake_now_ms();
 }
 
-static struct ebb_shm_page *create(const char *name, int *fdp)
-{
-    int fd = open(name, O_RDWR | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0 || ftruncate(fd, 4096) < 0) {
-        perror(name);
-        exit(1);
-    }
-    struct ebb_shm_page *pg = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (pg == MAP_FAILED) {
-        perror("mmap");
-        exit(1);
-    }
-    pg->magic = EBB_SHM_MAGIC;
-    pg->version = EBB_SHM_VERSION;
-    pg->size = sizeof(*pg);
-    pg->pid = getpid();
-    pg->start_time = start_time();
-    pg->seq = 2;
+static struct ebb_shm_page *create(const char *name, int *fdp) {
+    struct ebb_shm_page *pg = fake_map_file(name, 4096, fdp);
+    fake_stats_header(pg);
     fill(pg, 0);
-    *fdp = fd;
     return pg;
 }
 
-static void *writer(void *arg)
-{
+static void *writer(void *arg) {
     struct ebb_shm_page *pg = arg;
     for (uint64_t k = 1;; k++) {
         __atomic_store_n(&pg->seq, pg->seq + 1, __ATOMIC_RELAXED);
         __atomic_thread_fence(__ATOMIC_RELEASE);
         fill(pg, k % 1000);
         __atomic_store_n(&pg->seq, pg->seq + 1, __ATOMIC_RELEASE);
-        if (k % 16 == 0)
-            usleep(20); /* a real writer pauses; never pausing would starve any reader */
+        if (k % 16 == 0) usleep(20); /* a real writer pauses; never pausing would starve any reader */
     }
     return NULL;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: fake-stats-page MODE\n");
         return 2;
     }
     const char *mode = argv[1];
-    snprintf(path, sizeof(path), "/dev/shm/ebbmalloc.%d", (int)getpid());
+    snprintf(path, sizeof(path), "/dev/shm/ebbmalloc.%llu.%d", fake_pid_ns(), (int)getpid());
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
     int fd;
@@ -132,11 +96,15 @@ int main(int argc, char **argv)
         pg->start_time += 1;
     } else if (!strcmp(mode, "oddseq")) {
         pg->seq = 7;
+    } else if (!strcmp(mode, "unwritten")) {
+        memset(&pg->stats, 0, sizeof pg->stats);
+        pg->updated_ms = 0;
+        pg->seq = 0;
     } else if (!strcmp(mode, "badmagic")) {
         pg->magic ^= 1;
     } else if (!strcmp(mode, "badsum")) {
-        pg->stats.resident += 4096;
-        pg->stats.mapped += 4096;
+        pg->stats.resident += 64u << 20; /* beyond what a racy snapshot can be off by */
+        pg->stats.mapped += 64u << 20;
     } else if (!strcmp(mode, "foreign")) {
         if (fchown(fd, 65534, 65534) < 0) {
             perror("fchown");
@@ -158,8 +126,5 @@ int main(int argc, char **argv)
         return 2;
     }
     close(fd);
-    printf("ready\n");
-    fflush(stdout);
-    for (;;)
-        pause();
+    fake_serve();
 }

@@ -6,19 +6,15 @@
 #include <string.h>
 #include <unistd.h>
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "sleep") == 0) {
         printf("ready\n");
         fflush(stdout);
-        for (;;)
-            pause();
+        for (;;) pause();
     }
-    for (int i = 2; i < argc; i++)
-        printf("%s%s", argv[i], i + 1 < argc ? " " : "\n");
+    for (int i = 2; i < argc; i++) printf("%s%s", argv[i], i + 1 < argc ? " " : "\n");
     extern char **environ;
     for (char **e = environ; *e; e++)
-        if (!strncmp(*e, "LD_PRELOAD=", 11) || !strncmp(*e, "EBB_", 4))
-            fprintf(stderr, "%s\n", *e);
+        if (!strncmp(*e, "LD_PRELOAD=", 11) || !strncmp(*e, "EBB_", 4)) fprintf(stderr, "%s\n", *e);
     return argc > 1 ? atoi(argv[1]) : 0;
 }

@@ -21,91 +21,65 @@
 #define MiB ((uint64_t)1 << 20)
 
 static const char *const cat_keys[CAT_COUNT] = {
-    [CAT_MAIN_HEAP] = "glibc_main_heap",
-    [CAT_ARENAS] = "glibc_arenas",
-    [CAT_STACKS] = "thread_stacks",
-    [CAT_JAVA_HEAP] = "java_heap",
-    [CAT_JVM_CLASS] = "jvm_class_metadata",
-    [CAT_JVM_CODE] = "jvm_code_cache",
-    [CAT_EBBMALLOC] = "ebbmalloc",
-    [CAT_LIBS] = "shared_libraries",
-    [CAT_FILES] = "mapped_files",
-    [CAT_SHMEM] = "shared_memory",
+    [CAT_MAIN_HEAP] = "glibc_main_heap",    [CAT_ARENAS] = "glibc_arenas",
+    [CAT_STACKS] = "thread_stacks",         [CAT_JAVA_HEAP] = "java_heap",
+    [CAT_JVM_CLASS] = "jvm_class_metadata", [CAT_JVM_CODE] = "jvm_code_cache",
+    [CAT_EBBMALLOC] = "ebbmalloc",          [CAT_LIBS] = "shared_libraries",
+    [CAT_FILES] = "mapped_files",           [CAT_SHMEM] = "shared_memory",
     [CAT_ANON_OTHER] = "other_anonymous",
 };
 
-const char *cat_key(enum category c)
-{
-    return cat_keys[c];
-}
+const char *cat_key(enum category c) { return cat_keys[c]; }
 
-const char *cat_label(const struct inspection *in, enum category c)
-{
+const char *cat_label(const struct inspection *in, enum category c) {
     switch (c) {
     case CAT_MAIN_HEAP:
-        return strcmp(in->allocator, "glibc") == 0 ? "glibc main heap ([heap])"
-                                                   : "brk heap ([heap])";
-    case CAT_ARENAS:
-        return "glibc per-thread arenas";
-    case CAT_STACKS:
-        return "thread stacks";
-    case CAT_JAVA_HEAP:
-        return "Java heap";
-    case CAT_JVM_CLASS:
-        return "JVM class metadata (metaspace, CDS)";
-    case CAT_JVM_CODE:
-        return "JVM code cache";
+        return strcmp(in->allocator, "glibc") == 0 ? "glibc main heap ([heap])" : "brk heap ([heap])";
+    case CAT_ARENAS: return "glibc per-thread arenas";
+    case CAT_STACKS: return "thread stacks";
+    case CAT_JAVA_HEAP: return "Java heap";
+    case CAT_JVM_CLASS: return "JVM class metadata (metaspace, CDS)";
+    case CAT_JVM_CODE: return "JVM code cache";
     case CAT_EBBMALLOC:
         return in->stats.state == STATS_OK ? "ebbmalloc (per its stats page)" : "ebbmalloc stats page";
-    case CAT_LIBS:
-        return "program and shared libraries";
-    case CAT_FILES:
-        return "other mapped files";
-    case CAT_SHMEM:
-        return "shared memory";
+    case CAT_LIBS: return "program and shared libraries";
+    case CAT_FILES: return "other mapped files";
+    case CAT_SHMEM: return "shared memory";
     case CAT_ANON_OTHER:
         return in->uses_ebbmalloc ? "other anonymous" : "other anonymous (incl. large malloc blocks)";
-    default:
-        return "?";
+    default: return "?";
     }
 }
 
-static const char *base_name(const char *path)
-{
+static const char *base_name(const char *path) {
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
 }
 
-static bool is_shared_object(const char *path)
-{
+static bool is_shared_object(const char *path) {
     const char *b = base_name(path);
     const char *so = strstr(b, ".so");
     return so && (so[3] == '\0' || so[3] == '.' || so[3] == ' ');
 }
 
-static bool is_jsa(const struct vma *v)
-{
+static bool is_jsa(const struct procfs_vma *v) {
     size_t n = strlen(v->path);
     return n > 4 && strcmp(v->path + n - 4, ".jsa") == 0;
 }
 
 /* ---- claims ---- */
 
-static bool claimed(const struct inspection *in, uint64_t lo, uint64_t hi)
-{
+static bool claimed(const struct inspection *in, uint64_t lo, uint64_t hi) {
     for (size_t i = 0; i < in->nclaims; i++)
-        if (in->claims[i].lo < hi && lo < in->claims[i].hi)
-            return true;
+        if (in->claims[i].lo < hi && lo < in->claims[i].hi) return true;
     return false;
 }
 
-static void claim(struct inspection *in, uint64_t lo, uint64_t hi, enum category cat, int heap)
-{
+static void claim(struct inspection *in, uint64_t lo, uint64_t hi, enum category cat, int heap) {
     if (in->nclaims == in->capclaims) {
         size_t nc = in->capclaims ? in->capclaims * 2 : 64;
         struct claim *n = realloc(in->claims, nc * sizeof(*n));
-        if (!n)
-            return;
+        if (!n) return;
         in->claims = n;
         in->capclaims = nc;
     }
@@ -113,18 +87,14 @@ static void claim(struct inspection *in, uint64_t lo, uint64_t hi, enum category
 }
 
 /* Index of the mapping containing addr, or -1. */
-static long vma_at(const struct inspection *in, uint64_t addr)
-{
+static long vma_at(const struct inspection *in, uint64_t addr) {
     size_t lo = 0, hi = in->maps.n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        const struct vma *v = &in->maps.v[mid];
-        if (addr < v->start)
-            hi = mid;
-        else if (addr >= v->end)
-            lo = mid + 1;
-        else
-            return (long)mid;
+        const struct procfs_vma *v = &in->maps.v[mid];
+        if (addr < v->start) hi = mid;
+        else if (addr >= v->end) lo = mid + 1;
+        else return (long)mid;
     }
     return -1;
 }
@@ -132,62 +102,49 @@ static long vma_at(const struct inspection *in, uint64_t addr)
 /* Is [lo, lo+size) covered without gaps by unclaimed private anonymous mappings
  * (and, when jsa is set, the JVM's CDS archive file)?  *boundary: it ends where a
  * mapping ends. */
-static bool window_ok(const struct inspection *in, uint64_t lo, uint64_t size, bool jsa,
-                      bool *boundary)
-{
+static bool window_ok(const struct inspection *in, uint64_t lo, uint64_t size, bool jsa, bool *boundary) {
     long i = vma_at(in, lo);
-    if (i < 0 || claimed(in, lo, lo + size))
-        return false;
+    if (i < 0 || claimed(in, lo, lo + size)) return false;
     uint64_t at = lo, hi = lo + size;
     for (size_t k = (size_t)i; k < in->maps.n && at < hi; k++) {
-        const struct vma *v = &in->maps.v[k];
-        if (v->start != at && k != (size_t)i)
-            return false;
-        if (!vma_anon(v) && !(jsa && is_jsa(v)))
-            return false;
+        const struct procfs_vma *v = &in->maps.v[k];
+        if (v->start != at && k != (size_t)i) return false;
+        if (!procfs_vma_anon(v) && !(jsa && is_jsa(v))) return false;
         at = v->end;
     }
-    if (at < hi)
-        return false;
-    if (boundary)
-        *boundary = at == hi;
+    if (at < hi) return false;
+    if (boundary) *boundary = at == hi;
     return true;
 }
 
 /* ---- allocator ---- */
 
-static void detect_allocator(struct inspection *in)
-{
+static void detect_allocator(struct inspection *in) {
     strcpy(in->allocator, "unknown");
     bool libc = false;
-    static const char *const others[] = {"libjemalloc", "libtcmalloc", "libmimalloc",
-                                         "librpmalloc", "libsnmalloc"};
+    static const char *const others[] = {"libjemalloc", "libtcmalloc", "libmimalloc", "librpmalloc",
+                                         "libsnmalloc"};
     for (size_t i = 0; i < in->maps.n; i++) {
-        const char *b = base_name(in->maps.v[i].path);
-        if (strncmp(b, "libebbmalloc", 12) == 0 ||
-            strncmp(in->maps.v[i].path, "/dev/shm/ebbmalloc.", 19) == 0)
+        const char *path = in->maps.v[i].path;
+        size_t len = strlen(path);
+        if (procfs_lib_named(path, len, "libebbmalloc") || strncmp(path, "/dev/shm/ebbmalloc.", 19) == 0)
             in->uses_ebbmalloc = true;
-        if (strncmp(b, "libc.so", 7) == 0 || strncmp(b, "libc-", 5) == 0)
-            libc = true;
-        if (strcmp(b, "libjvm.so") == 0)
-            in->is_jvm = true;
+        if (procfs_lib_named(path, len, "libc.so") || procfs_lib_named(path, len, "libc-")) libc = true;
+        if (strcmp(base_name(path), "libjvm.so") == 0) in->is_jvm = true;
         for (size_t k = 0; k < sizeof(others) / sizeof(others[0]); k++)
-            if (strncmp(b, others[k], strlen(others[k])) == 0 && !strcmp(in->allocator, "unknown"))
+            if (procfs_lib_named(path, len, others[k]) && !strcmp(in->allocator, "unknown"))
                 snprintf(in->allocator, sizeof(in->allocator), "%s", others[k] + 3);
     }
-    if (in->uses_ebbmalloc)
-        strcpy(in->allocator, "ebbmalloc");
-    else if (!strcmp(in->allocator, "unknown") && libc)
-        strcpy(in->allocator, "glibc");
+    if (in->uses_ebbmalloc) strcpy(in->allocator, "ebbmalloc");
+    else if (!strcmp(in->allocator, "unknown") && libc) strcpy(in->allocator, "glibc");
 }
 
 /* ---- JVM options ---- */
 
 /* Value of a JVM size option in the process's arguments and Java option variables,
  * later sources overriding earlier ones as the JVM does. */
-static uint64_t jvm_size_option(const struct inspection *in, const char *const *prefixes,
-                                char *source, size_t srclen)
-{
+static uint64_t jvm_size_option(const struct inspection *in, const char *const *prefixes, char *source,
+                                size_t srclen) {
     uint64_t val = 0;
     const char *vars[] = {"JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", NULL, "_JAVA_OPTIONS"};
     for (int src = 0; src < 4; src++) {
@@ -198,13 +155,11 @@ static uint64_t jvm_size_option(const struct inspection *in, const char *const *
         size_t ai = 0;
         if (src == 2) {
             argv = in->proc.argv;
-            if (!argv)
-                continue;
+            if (!argv) continue;
             tok = argv[0];
         } else {
             const char *e = proc_getenv(&in->proc, vars[src]);
-            if (!e || !(copy = strdup(e)))
-                continue;
+            if (!e || !(copy = strdup(e))) continue;
             tok = strtok_r(copy, " \t", &save);
         }
         while (tok) {
@@ -220,18 +175,15 @@ static uint64_t jvm_size_option(const struct inspection *in, const char *const *
                     }
                 }
             }
-            if (src == 2)
-                tok = argv[++ai];
-            else
-                tok = strtok_r(NULL, " \t", &save);
+            if (src == 2) tok = argv[++ai];
+            else tok = strtok_r(NULL, " \t", &save);
         }
         free(copy);
     }
     return val;
 }
 
-static void region_set(struct jvm_region *r, uint64_t lo, uint64_t hi, bool confirmed)
-{
+static void region_set(struct jvm_region *r, uint64_t lo, uint64_t hi, bool confirmed) {
     r->start = lo;
     r->end = hi;
     r->found = true;
@@ -241,17 +193,15 @@ static void region_set(struct jvm_region *r, uint64_t lo, uint64_t hi, bool conf
 /* The JVM rounds the heap reservation up to its heap alignment (1 to 32 MiB): look
  * for a contiguous anonymous window of such a size starting at a mapping, preferring
  * one that also ends where a mapping ends, then the smallest alignment. */
-static bool heap_window(struct inspection *in, uint64_t want, const char *source, bool confirmed)
-{
+static bool heap_window(struct inspection *in, uint64_t want, const char *source, bool confirmed) {
     uint64_t best = 0, best_size = 0;
     bool best_boundary = false;
     for (uint64_t align = MiB; align <= 32 * MiB; align *= 2) {
         uint64_t size = (want + align - 1) / align * align;
         for (size_t i = 0; i < in->maps.n && !best_boundary; i++) {
-            const struct vma *v = &in->maps.v[i];
+            const struct procfs_vma *v = &in->maps.v[i];
             bool boundary;
-            if (!vma_anon(v) || !window_ok(in, v->start, size, true, &boundary))
-                continue;
+            if (!procfs_vma_anon(v) || !window_ok(in, v->start, size, true, &boundary)) continue;
             if (!best || boundary) {
                 best = v->start;
                 best_size = size;
@@ -259,8 +209,7 @@ static bool heap_window(struct inspection *in, uint64_t want, const char *source
             }
         }
     }
-    if (!best)
-        return false;
+    if (!best) return false;
     region_set(&in->java_heap, best, best + best_size, confirmed);
     snprintf(in->java_heap.how, sizeof(in->java_heap.how),
              "a %s reservation of %llu MiB, the maximum heap size from %s",
@@ -270,19 +219,14 @@ static bool heap_window(struct inspection *in, uint64_t want, const char *source
     return true;
 }
 
-static uint64_t mem_total(void)
-{
-    char *buf;
-    if (read_file_at(AT_FDCWD, "/proc/meminfo", &buf, NULL) < 0)
-        return 0;
-    const char *l = strstr(buf, "MemTotal:");
-    uint64_t v = l ? strtoull(l + 9, NULL, 10) * 1024 : 0;
-    free(buf);
-    return v;
+static uint64_t mem_total(void) {
+    char buf[4096];
+    if (!procfs_read_buf("/proc/meminfo", buf, sizeof(buf))) return 0;
+    long long kib = procfs_field_kib(buf, "MemTotal");
+    return kib < 0 ? 0 : (uint64_t)kib * 1024;
 }
 
-static void find_java_heap(struct inspection *in)
-{
+static void find_java_heap(struct inspection *in) {
     static const char *const pre[] = {"-Xmx", "-XX:MaxHeapSize=", NULL};
     in->xmx = jvm_size_option(in, pre, in->xmx_source, sizeof(in->xmx_source));
     if (in->xmx) {
@@ -293,29 +237,25 @@ static void find_java_heap(struct inspection *in)
      * when there is one), 25% unless -XX:MaxRAMPercentage says otherwise. */
     uint64_t ram = mem_total();
     uint64_t lim = in->cg.eff_limit ? in->cg.eff_limit : in->cg.limit;
-    if (lim && (lim < ram || !ram))
-        ram = lim;
+    if (lim && (lim < ram || !ram)) ram = lim;
     double pct = 25;
     for (char **a = in->proc.argv; a && *a; a++)
-        if (!strncmp(*a, "-XX:MaxRAMPercentage=", 21))
-            pct = strtod(*a + 21, NULL);
+        if (!strncmp(*a, "-XX:MaxRAMPercentage=", 21)) pct = strtod(*a + 21, NULL);
     if (ram && pct > 0)
-        heap_window(in, (uint64_t)((double)ram * pct / 100.0),
-                    "the JVM's default share of memory (no -Xmx)", false);
+        heap_window(in, (uint64_t)((double)ram * pct / 100.0), "the JVM's default share of memory (no -Xmx)",
+                    false);
 }
 
-static void find_class_space(struct inspection *in)
-{
+static void find_class_space(struct inspection *in) {
     static const char *const pre[] = {"-XX:CompressedClassSpaceSize=", NULL};
     char src[64] = "the default";
     uint64_t size = jvm_size_option(in, pre, src, sizeof(src));
-    if (!size)
-        size = 1024 * MiB;
+    if (!size) size = 1024 * MiB;
     /* The CDS archive (a .jsa file mapped outside the Java heap) and the class space,
      * placed right after it by default. */
     uint64_t cds_end = 0;
     for (size_t i = 0; i < in->maps.n; i++) {
-        const struct vma *v = &in->maps.v[i];
+        const struct procfs_vma *v = &in->maps.v[i];
         if (is_jsa(v) && !claimed(in, v->start, v->end)) {
             claim(in, v->start, v->end, CAT_JVM_CLASS, -1);
             cds_end = v->end;
@@ -324,50 +264,44 @@ static void find_class_space(struct inspection *in)
     uint64_t best = 0;
     int best_score = -1;
     for (size_t i = 0; i < in->maps.n; i++) {
-        const struct vma *v = &in->maps.v[i];
+        const struct procfs_vma *v = &in->maps.v[i];
         bool boundary;
-        if (!vma_anon(v) || !window_ok(in, v->start, size, false, &boundary) || !boundary)
-            continue;
+        if (!procfs_vma_anon(v) || !window_ok(in, v->start, size, false, &boundary) || !boundary) continue;
         int score = (cds_end && v->start >= cds_end && v->start - cds_end <= 16 * MiB) ? 2 : 0;
         if (score > best_score) {
             best = v->start;
             best_score = score;
         }
     }
-    if (best_score < 0)
-        return;
+    if (best_score < 0) return;
     region_set(&in->class_space, best, best + size, best_score == 2);
     snprintf(in->class_space.how, sizeof(in->class_space.how),
-             "a %llu MiB reservation (compressed class space size, %s)%s",
-             (unsigned long long)(size / MiB), src,
-             best_score == 2 ? " right after the CDS archive" : ", guess: no CDS archive next to it");
+             "a %llu MiB reservation (compressed class space size, %s)%s", (unsigned long long)(size / MiB),
+             src, best_score == 2 ? " right after the CDS archive" : ", guess: no CDS archive next to it");
     claim(in, best, best + size, CAT_JVM_CLASS, -1);
     /* the padding between the archive and the class space belongs to the archive */
     if (best_score == 2 && best > cds_end && window_ok(in, cds_end, best - cds_end, false, NULL))
         claim(in, cds_end, best, CAT_JVM_CLASS, -1);
 }
 
-static void find_code_cache(struct inspection *in)
-{
+static void find_code_cache(struct inspection *in) {
     static const char *const pre[] = {"-XX:ReservedCodeCacheSize=", NULL};
     char src[64] = "";
     uint64_t want = jvm_size_option(in, pre, src, sizeof(src));
     long first = -1;
     for (size_t i = 0; i < in->maps.n; i++)
-        if (vma_anon(&in->maps.v[i]) && in->maps.v[i].perms[2] == 'x' &&
+        if (procfs_vma_anon(&in->maps.v[i]) && in->maps.v[i].perms[2] == 'x' &&
             !claimed(in, in->maps.v[i].start, in->maps.v[i].end)) {
             first = (long)i;
             break;
         }
-    if (first < 0)
-        return;
+    if (first < 0) return;
     /* the reservation begins at or before the first executable part */
     uint64_t sizes[3] = {want, 240 * MiB, 48 * MiB};
     for (int s = want ? 0 : 1; s < 3; s++) {
         for (long k = first; k >= 0; k--) {
-            const struct vma *v = &in->maps.v[k];
-            if (!vma_anon(v) || (k < first && v->end != in->maps.v[k + 1].start))
-                break;
+            const struct procfs_vma *v = &in->maps.v[k];
+            if (!procfs_vma_anon(v) || (k < first && v->end != in->maps.v[k + 1].start)) break;
             bool boundary;
             if (v->start + sizes[s] >= in->maps.v[first].end &&
                 window_ok(in, v->start, sizes[s], false, &boundary) && boundary) {
@@ -375,9 +309,9 @@ static void find_code_cache(struct inspection *in)
                 snprintf(in->code_cache.how, sizeof(in->code_cache.how),
                          "executable anonymous memory in a %llu MiB reservation (%s)",
                          (unsigned long long)(sizes[s] / MiB),
-                         s == 0 ? "-XX:ReservedCodeCacheSize"
-                                : s == 1 ? "the default with tiered compilation"
-                                         : "the default without tiered compilation");
+                         s == 0   ? "-XX:ReservedCodeCacheSize"
+                         : s == 1 ? "the default with tiered compilation"
+                                  : "the default without tiered compilation");
                 claim(in, v->start, v->start + sizes[s], CAT_JVM_CODE, -1);
                 return;
             }
@@ -385,10 +319,10 @@ static void find_code_cache(struct inspection *in)
     }
     /* guess: the contiguous anonymous run around the executable mapping */
     long lo = first, hi = first;
-    while (lo > 0 && vma_anon(&in->maps.v[lo - 1]) && in->maps.v[lo - 1].end == in->maps.v[lo].start &&
+    while (lo > 0 && procfs_vma_anon(&in->maps.v[lo - 1]) && in->maps.v[lo - 1].end == in->maps.v[lo].start &&
            !claimed(in, in->maps.v[lo - 1].start, in->maps.v[lo - 1].end))
         lo--;
-    while ((size_t)hi + 1 < in->maps.n && vma_anon(&in->maps.v[hi + 1]) &&
+    while ((size_t)hi + 1 < in->maps.n && procfs_vma_anon(&in->maps.v[hi + 1]) &&
            in->maps.v[hi + 1].start == in->maps.v[hi].end &&
            !claimed(in, in->maps.v[hi + 1].start, in->maps.v[hi + 1].end))
         hi++;
@@ -399,33 +333,29 @@ static void find_code_cache(struct inspection *in)
 }
 
 /* Metaspace (JDK 16+) reserves 64 MiB nodes aligned to 16 MiB.  Only a guess. */
-static void find_metaspace(struct inspection *in)
-{
+static void find_metaspace(struct inspection *in) {
     for (size_t i = 0; i < in->maps.n; i++) {
-        const struct vma *v = &in->maps.v[i];
+        const struct procfs_vma *v = &in->maps.v[i];
         bool boundary;
-        if (!vma_anon(v) || v->start % (16 * MiB) || !vma_is(v, "rw-p") ||
+        if (!procfs_vma_anon(v) || v->start % (16 * MiB) || !procfs_vma_is(v, "rw-p") ||
             !window_ok(in, v->start, 64 * MiB, false, &boundary) || !boundary)
             continue;
         bool reserve = false;
         for (size_t k = i; k < in->maps.n && in->maps.v[k].end <= v->start + 64 * MiB; k++)
-            if (vma_is(&in->maps.v[k], "---p"))
-                reserve = true;
-        if (!reserve)
-            continue;
+            if (procfs_vma_is(&in->maps.v[k], "---p")) reserve = true;
+        if (!reserve) continue;
         claim(in, v->start, v->start + 64 * MiB, CAT_JVM_CLASS, -1);
         in->metaspace_nodes++;
     }
 }
 
-static void guess_java_heap(struct inspection *in)
-{
+static void guess_java_heap(struct inspection *in) {
     /* no -Xmx: the largest contiguous anonymous reservation left */
     uint64_t best_lo = 0, best_len = 0;
     for (size_t i = 0; i < in->maps.n;) {
         size_t k = i;
         uint64_t lo = in->maps.v[i].start, hi = lo;
-        while (k < in->maps.n && (vma_anon(&in->maps.v[k]) || is_jsa(&in->maps.v[k])) &&
+        while (k < in->maps.n && (procfs_vma_anon(&in->maps.v[k]) || is_jsa(&in->maps.v[k])) &&
                in->maps.v[k].start == hi && !claimed(in, in->maps.v[k].start, in->maps.v[k].end)) {
             hi = in->maps.v[k].end;
             k++;
@@ -436,8 +366,7 @@ static void guess_java_heap(struct inspection *in)
         }
         i = k > i ? k : i + 1;
     }
-    if (best_len < 16 * MiB)
-        return;
+    if (best_len < 16 * MiB) return;
     region_set(&in->java_heap, best_lo, best_lo + best_len, false);
     snprintf(in->java_heap.how, sizeof(in->java_heap.how),
              "guess: no -Xmx found, taken as the largest contiguous anonymous reservation (%llu MiB)",
@@ -447,124 +376,50 @@ static void guess_java_heap(struct inspection *in)
 
 /* ---- glibc arenas ---- */
 
-/* The first words of each non-main arena heap (glibc's heap_info). */
-struct heap_words {
-    uint64_t ar_ptr, prev, size, mprotect_size;
-};
-
-static bool read_heap_words(struct inspection *in, uint64_t addr, struct heap_words *w)
-{
-    return pread(in->mem_fd, w, sizeof(*w), (off_t)addr) == (ssize_t)sizeof(*w);
+static bool read_mem(void *ctx, uint64_t addr, void *buf, size_t len) {
+    const struct inspection *in = ctx;
+    return pread(in->mem_fd, buf, len, (off_t)addr) == (ssize_t)len;
 }
 
-static bool rw_from(const struct inspection *in, uint64_t lo, uint64_t hi)
-{
-    for (uint64_t at = lo; at < hi;) {
-        long i = vma_at(in, at);
-        if (i < 0 || !vma_anon(&in->maps.v[i]) || !vma_is(&in->maps.v[i], "rw-p"))
-            return false;
-        at = in->maps.v[i].end;
-    }
-    return true;
-}
+static bool taken(void *ctx, uint64_t lo, uint64_t hi) { return claimed(ctx, lo, hi); }
 
-static void add_heap(struct inspection *in, uint64_t start, uint64_t rw, uint64_t arena)
-{
+static void add_heap(struct inspection *in, uint64_t start, uint64_t rw, uint64_t arena) {
     struct arena_heap *n = realloc(in->heaps, (in->nheaps + 1) * sizeof(*n));
-    if (!n)
-        return;
+    if (!n) return;
     in->heaps = n;
     in->heaps[in->nheaps] = (struct arena_heap){.start = start, .rw = rw, .arena = arena};
-    claim(in, start, start + GLIBC_HEAP_MAX, CAT_ARENAS, (int)in->nheaps);
+    claim(in, start, start + PROCFS_HEAP_SIZE, CAT_ARENAS, (int)in->nheaps);
     in->nheaps++;
 }
 
-/* With the process's memory readable: every 64 MiB-aligned address in anonymous
- * read-write memory whose first words form a consistent heap header. */
-static void find_arenas_verified(struct inspection *in)
-{
-    long ps = sysconf(_SC_PAGESIZE);
-    struct cand {
-        uint64_t h;
-        struct heap_words w;
-        bool first;
-    } *c = NULL;
-    size_t nc = 0;
-    for (size_t i = 0; i < in->maps.n; i++) {
-        const struct vma *v = &in->maps.v[i];
-        if (!vma_anon(v) || !vma_is(v, "rw-p"))
-            continue;
-        for (uint64_t h = (v->start + GLIBC_HEAP_MAX - 1) & ~(GLIBC_HEAP_MAX - 1); h < v->end;
-             h += GLIBC_HEAP_MAX) {
-            struct heap_words w;
-            if (!window_ok(in, h, GLIBC_HEAP_MAX, false, NULL) || !read_heap_words(in, h, &w))
-                continue;
-            if (!w.size || w.size % (uint64_t)ps || w.mprotect_size % (uint64_t)ps ||
-                w.size > w.mprotect_size || w.mprotect_size > GLIBC_HEAP_MAX ||
-                !rw_from(in, h, h + w.mprotect_size))
-                continue;
-            bool first = w.prev == 0 && w.ar_ptr > h && w.ar_ptr <= h + 64 && w.ar_ptr % 16 == 0;
-            bool later = w.prev && w.prev % GLIBC_HEAP_MAX == 0 && w.prev != h;
-            if (!first && !later)
-                continue;
-            struct cand *nn = realloc(c, (nc + 1) * sizeof(*c));
-            if (!nn)
-                break;
-            c = nn;
-            c[nc++] = (struct cand){h, w, first};
-        }
-    }
-    /* a later heap must point at an arena living in a first heap found above */
-    for (size_t i = 0; i < nc; i++) {
-        bool ok = c[i].first;
-        for (size_t k = 0; !ok && k < nc; k++)
-            ok = c[k].first && c[k].w.ar_ptr == c[i].w.ar_ptr;
-        if (ok)
-            add_heap(in, c[i].h, c[i].w.mprotect_size, c[i].w.ar_ptr);
-    }
-    for (size_t i = 0; i < nc; i++)
-        if (c[i].first)
-            in->narenas++;
-    free(c);
-    in->heaps_verified = true;
-}
-
-/* Without it: the shape glibc leaves, a MAP_NORESERVE read-write mapping at a 64 MiB
- * boundary followed by the inaccessible rest of the 64 MiB. */
-static void find_arenas_layout(struct inspection *in)
-{
-    for (size_t i = 0; i < in->maps.n; i++) {
-        const struct vma *v = &in->maps.v[i];
-        if (!vma_anon(v) || !vma_is(v, "rw-p") || v->start % GLIBC_HEAP_MAX ||
-            (in->maps.have_smaps && !v->nr) || claimed(in, v->start, v->start + GLIBC_HEAP_MAX))
-            continue;
-        uint64_t end = v->end;
-        if (end - v->start < GLIBC_HEAP_MAX && i + 1 < in->maps.n) {
-            const struct vma *n = &in->maps.v[i + 1];
-            if (n->start == v->end && vma_anon(n) && vma_is(n, "---p"))
-                end = n->end;
-        }
-        if (end != v->start + GLIBC_HEAP_MAX)
-            continue;
-        add_heap(in, v->start, v->end - v->start, 0);
-    }
+/* The rule ebb-bench counts by too (lib/procfs/heaps.c): the layout glibc leaves, a
+ * MAP_NORESERVE read-write part where smaps shows the flags, and, with the process's
+ * memory readable, a consistent heap header at the start of every heap.  Windows the JVM
+ * rules claimed first are not heaps. */
+static void find_arenas(struct inspection *in) {
+    struct procfs_heap_probe probe = {in->mem_fd >= 0 ? read_mem : NULL, taken, in};
+    struct procfs_heaps h;
+    if (procfs_find_heaps(&in->maps, &probe, &h) < 0) return;
+    for (size_t i = 0; i < h.n; i++) add_heap(in, h.h[i].start, h.h[i].rw, h.h[i].arena);
+    in->narenas = h.arenas;
+    in->heaps_verified = h.verified;
+    procfs_heaps_free(&h);
 }
 
 /* ---- thread stacks ---- */
 
-static void find_stacks(struct inspection *in)
-{
+static void find_stacks(struct inspection *in) {
     /* Kernels since 6.7 mark MAP_STACK mappings "nh"; where any stack candidate has it,
      * require it, which keeps small JVM reservations out. */
     bool marked = false;
     for (size_t i = 1; i < in->maps.n; i++)
-        if (in->maps.v[i].nh && vma_anon(&in->maps.v[i]) && vma_is(&in->maps.v[i], "rw-p"))
+        if (in->maps.v[i].nh && procfs_vma_anon(&in->maps.v[i]) && procfs_vma_is(&in->maps.v[i], "rw-p"))
             marked = true;
     for (size_t i = 1; i < in->maps.n; i++) {
-        const struct vma *g = &in->maps.v[i - 1], *v = &in->maps.v[i];
-        if (!vma_anon(v) || !vma_is(v, "rw-p") || !vma_anon(g) || !vma_is(g, "---p") ||
-            g->end != v->start || g->end - g->start > 256 * 1024 || (marked && !v->nh) ||
-            claimed(in, g->start, v->end))
+        const struct procfs_vma *g = &in->maps.v[i - 1], *v = &in->maps.v[i];
+        if (!procfs_vma_anon(v) || !procfs_vma_is(v, "rw-p") || !procfs_vma_anon(g) ||
+            !procfs_vma_is(g, "---p") || g->end != v->start || g->end - g->start > 256 * 1024 ||
+            (marked && !v->nh) || claimed(in, g->start, v->end))
             continue;
         claim(in, g->start, v->end, CAT_STACKS, -1);
     }
@@ -575,19 +430,15 @@ static void find_stacks(struct inspection *in)
 
 /* ---- accounting ---- */
 
-static enum category default_category(const struct inspection *in, const struct vma *v)
-{
+static enum category default_category(const struct inspection *in, const struct procfs_vma *v) {
     const char *p = v->path;
-    if (!strcmp(p, "[heap]"))
-        return CAT_MAIN_HEAP;
-    if (!strncmp(p, "/dev/shm/ebbmalloc.", 19))
-        return CAT_EBBMALLOC;
+    if (!strcmp(p, "[heap]")) return CAT_MAIN_HEAP;
+    if (!strncmp(p, "/dev/shm/ebbmalloc.", 19)) return CAT_EBBMALLOC;
     if (!strncmp(p, "/memfd:", 7) || !strncmp(p, "/dev/shm/", 9) || !strncmp(p, "/SYSV", 5) ||
         !strncmp(p, "[anon_shmem", 11) || (p[0] == '\0' && v->perms[3] == 's'))
         return CAT_SHMEM;
     if (p[0] == '/') {
-        if (is_shared_object(p))
-            return CAT_LIBS;
+        if (is_shared_object(p)) return CAT_LIBS;
         if (in->proc.exe_known && v->inode == in->proc.exe_ino &&
             makedev(v->dev_major, v->dev_minor) == in->proc.exe_dev)
             return CAT_LIBS;
@@ -596,39 +447,33 @@ static enum category default_category(const struct inspection *in, const struct 
     return CAT_ANON_OTHER;
 }
 
-static int claim_cmp(const void *a, const void *b)
-{
+static int claim_cmp(const void *a, const void *b) {
     const struct claim *x = a, *y = b;
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-static struct jvm_region *claim_region(struct inspection *in, const struct claim *c)
-{
+static struct jvm_region *claim_region(struct inspection *in, const struct claim *c) {
     struct jvm_region *r[3] = {&in->java_heap, &in->class_space, &in->code_cache};
     for (int i = 0; i < 3; i++)
-        if (r[i]->found && c->lo >= r[i]->start && c->hi <= r[i]->end)
-            return r[i];
+        if (r[i]->found && c->lo >= r[i]->start && c->hi <= r[i]->end) return r[i];
     return NULL;
 }
 
-static void add_use(struct cat_total *t, const struct range_use *u, uint64_t size)
-{
+static void add_use(struct cat_total *t, const struct range_use *u, uint64_t size) {
     t->rss += u->rss;
     t->swap += u->swap;
     t->anon_huge += u->anon_huge;
     t->size += size;
 }
 
-static void account(struct inspection *in)
-{
+static void account(struct inspection *in) {
     qsort(in->claims, in->nclaims, sizeof(*in->claims), claim_cmp);
     size_t k = 0;
     for (size_t i = 0; i < in->maps.n; i++) {
-        const struct vma *v = &in->maps.v[i];
+        const struct procfs_vma *v = &in->maps.v[i];
         enum category dc = default_category(in, v);
         bool counted = false;
-        while (k < in->nclaims && in->claims[k].hi <= v->start)
-            k++;
+        while (k < in->nclaims && in->claims[k].hi <= v->start) k++;
         uint64_t at = v->start;
         for (size_t c = k; c < in->nclaims && in->claims[c].lo < v->end; c++) {
             const struct claim *cl = &in->claims[c];
@@ -637,8 +482,7 @@ static void account(struct inspection *in)
             if (lo > at) {
                 range_usage(in, v, at, lo, &u);
                 add_use(&in->cat[dc], &u, lo - at);
-                if (!counted)
-                    in->cat[dc].count++;
+                if (!counted) in->cat[dc].count++;
                 counted = true;
             }
             range_usage(in, v, lo, hi, &u);
@@ -648,16 +492,14 @@ static void account(struct inspection *in)
                 in->heaps[cl->heap].swap += u.swap;
             }
             struct jvm_region *r = claim_region(in, cl);
-            if (r)
-                r->rss += u.rss;
+            if (r) r->rss += u.rss;
             at = hi;
         }
         if (at < v->end) {
             struct range_use u;
             range_usage(in, v, at, v->end, &u);
             add_use(&in->cat[dc], &u, v->end - at);
-            if (!counted)
-                in->cat[dc].count++;
+            if (!counted) in->cat[dc].count++;
         }
         in->rss += v->rss;
         in->size += v->end - v->start;
@@ -675,10 +517,8 @@ static void account(struct inspection *in)
     if (in->stats.state == STATS_OK) {
         struct cat_total *o = &in->cat[CAT_ANON_OTHER], *e = &in->cat[CAT_EBBMALLOC];
         uint64_t r = in->stats.page.stats.resident, m = in->stats.page.stats.mapped;
-        if (r > o->rss)
-            r = o->rss;
-        if (m > o->size)
-            m = o->size;
+        if (r > o->rss) r = o->rss;
+        if (m > o->size) m = o->size;
         o->rss -= r;
         o->size -= m;
         e->rss += r;
@@ -686,21 +526,17 @@ static void account(struct inspection *in)
     }
 }
 
-void classify(struct inspection *in)
-{
+void classify(struct inspection *in) {
     detect_allocator(in);
     if (in->is_jvm) {
         find_java_heap(in);
         find_class_space(in);
         find_code_cache(in);
     }
-    if (in->mem_fd >= 0)
-        find_arenas_verified(in);
-    else if (!strcmp(in->allocator, "glibc"))
-        find_arenas_layout(in);
+    /* without the headers, the layout alone is trusted in a process that uses glibc's malloc */
+    if (in->mem_fd >= 0 || !strcmp(in->allocator, "glibc")) find_arenas(in);
     if (in->is_jvm) {
-        if (!in->java_heap.found)
-            guess_java_heap(in);
+        if (!in->java_heap.found) guess_java_heap(in);
         find_metaspace(in);
     }
     find_stacks(in);

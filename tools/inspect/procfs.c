@@ -14,72 +14,26 @@
 
 #include "inspect.h"
 
-int read_file_at(int dirfd, const char *path, char **out, size_t *len)
-{
-    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    size_t cap = 16384, n = 0;
-    char *buf = malloc(cap + 1);
-    if (!buf) {
-        close(fd);
-        errno = ENOMEM;
-        return -1;
-    }
-    for (;;) {
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2 + 1);
-            if (!nb) {
-                free(buf);
-                close(fd);
-                errno = ENOMEM;
-                return -1;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            free(buf);
-            close(fd);
-            errno = e;
-            return -1;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    buf[n] = '\0';
-    *out = buf;
-    if (len)
-        *len = n;
-    return 0;
-}
-
-char *proc_read(const struct proc *p, const char *name, size_t *len)
-{
-    char *buf;
-    if (read_file_at(p->dirfd, name, &buf, len) < 0)
+char *proc_read(const struct proc *p, const char *name, size_t *len) {
+    char *buf = NULL;
+    size_t cap = 0;
+    int r = procfs_read_at(p->dirfd, name, &buf, &cap, len);
+    if (r < 0) {
+        free(buf);
+        errno = -r;
         return NULL;
+    }
     return buf;
 }
 
 /* Split a NUL-separated buffer into a NULL-terminated vector (pointers into buf). */
-static char **split_nul(char *buf, size_t len)
-{
+static char **split_nul(char *buf, size_t len) {
     size_t n = 0;
     for (size_t i = 0; i < len; i++)
-        if (buf[i] == '\0')
-            n++;
-    if (len && buf[len - 1] != '\0')
-        n++;
+        if (buf[i] == '\0') n++;
+    if (len && buf[len - 1] != '\0') n++;
     char **v = calloc(n + 1, sizeof(*v));
-    if (!v)
-        return NULL;
+    if (!v) return NULL;
     size_t k = 0;
     for (size_t i = 0; i < len && k < n;) {
         v[k++] = buf + i;
@@ -88,59 +42,36 @@ static char **split_nul(char *buf, size_t len)
     return v;
 }
 
-int proc_read_stat(struct proc *p)
-{
+int proc_read_stat(struct proc *p) {
     char *s = proc_read(p, "stat", NULL);
-    if (!s)
-        return -1;
-    /* comm may hold spaces and parentheses: fields resume after the last ')'. */
-    char *rp = strrchr(s, ')');
-    if (!rp) {
-        free(s);
+    if (!s) return -1;
+    struct procfs_stat st;
+    int r = procfs_parse_stat(s, &st);
+    free(s);
+    if (r < 0) {
         errno = EINVAL;
         return -1;
     }
-    char *lp = strchr(s, '(');
-    if (lp && lp < rp) {
-        size_t n = (size_t)(rp - lp - 1);
-        if (n >= sizeof(p->comm))
-            n = sizeof(p->comm) - 1;
-        memcpy(p->comm, lp + 1, n);
-        p->comm[n] = '\0';
-    }
-    char *f = rp + 2;
-    p->state = *f;
-    /* f is field 3; start_time is field 22 */
-    for (int field = 3; field < 22 && f; field++) {
-        f = strchr(f, ' ');
-        if (f)
-            f++;
-    }
-    p->start_time = f ? strtoull(f, NULL, 10) : 0;
-    free(s);
+    memcpy(p->comm, st.comm, sizeof(p->comm));
+    p->state = st.state;
+    p->start_time = st.start_time;
     return 0;
 }
 
-static uint64_t kb_field(const char *status, const char *key)
-{
-    const char *l = strstr(status, key);
-    if (!l)
-        return 0;
-    return strtoull(l + strlen(key), NULL, 10) * 1024;
+static uint64_t kb_field(const char *status, const char *key) {
+    long long kib = procfs_field_kib(status, key);
+    return kib < 0 ? 0 : (uint64_t)kib * 1024;
 }
 
-int proc_open(struct proc *p, pid_t pid, char *err, size_t errlen)
-{
+int proc_open(struct proc *p, pid_t pid, char *err, size_t errlen) {
     memset(p, 0, sizeof(*p));
     p->pid = pid;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d", (int)pid);
     p->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (p->dirfd < 0) {
-        if (errno == ENOENT)
-            snprintf(err, errlen, "no process with pid %d", (int)pid);
-        else
-            snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        if (errno == ENOENT) snprintf(err, errlen, "no process with pid %d", (int)pid);
+        else snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     if (proc_read_stat(p) < 0) {
@@ -165,35 +96,34 @@ int proc_open(struct proc *p, pid_t pid, char *err, size_t errlen)
         return -1;
     }
     p->nspid = pid;
-    const char *l = strstr(st, "\nNSpid:");
+    const char *l = procfs_field(st, "NSpid", ':');
     if (l) {
         /* the last number on the line is the pid in the innermost namespace */
-        const char *e = strchr(l + 1, '\n');
-        const char *q = l + 7;
+        const char *e = strchr(l, '\n');
+        const char *q = l;
         while (q && (!e || q < e)) {
             char *end;
             long v = strtol(q, &end, 10);
-            if (end == q)
-                break;
+            if (end == q) break;
             p->nspid = (pid_t)v;
             q = end;
         }
     }
-    l = strstr(st, "\nUid:");
+    l = procfs_field(st, "Uid", ':');
     if (l) {
         unsigned long r, e;
-        if (sscanf(l + 5, "%lu %lu", &r, &e) == 2) {
+        if (sscanf(l, "%lu %lu", &r, &e) == 2) {
             p->ruid = (uid_t)r;
             p->euid = (uid_t)e;
         }
     }
-    l = strstr(st, "\nThreads:");
-    p->threads = l ? strtol(l + 9, NULL, 10) : 0;
-    p->vm_rss = kb_field(st, "\nVmRSS:");
-    p->rss_anon = kb_field(st, "\nRssAnon:");
-    p->rss_file = kb_field(st, "\nRssFile:");
-    p->rss_shmem = kb_field(st, "\nRssShmem:");
-    p->vm_swap = kb_field(st, "\nVmSwap:");
+    uint64_t threads;
+    p->threads = procfs_field_u64(st, "Threads", ':', &threads) ? (long)threads : 0;
+    p->vm_rss = kb_field(st, "VmRSS");
+    p->rss_anon = kb_field(st, "RssAnon");
+    p->rss_file = kb_field(st, "RssFile");
+    p->rss_shmem = kb_field(st, "RssShmem");
+    p->vm_swap = kb_field(st, "VmSwap");
     free(st);
 
     size_t len;
@@ -203,10 +133,8 @@ int proc_open(struct proc *p, pid_t pid, char *err, size_t errlen)
         p->argv = split_nul(cl, len);
         p->cmdline = malloc(len + 1);
         if (p->cmdline) {
-            for (size_t i = 0; i < len; i++)
-                p->cmdline[i] = cl[i] ? cl[i] : ' ';
-            while (len && p->cmdline[len - 1] == ' ')
-                len--;
+            for (size_t i = 0; i < len; i++) p->cmdline[i] = cl[i] ? cl[i] : ' ';
+            while (len && p->cmdline[len - 1] == ' ') len--;
             p->cmdline[len] = '\0';
         }
     }
@@ -224,10 +152,8 @@ int proc_open(struct proc *p, pid_t pid, char *err, size_t errlen)
     return 0;
 }
 
-void proc_close(struct proc *p)
-{
-    if (p->dirfd >= 0)
-        close(p->dirfd);
+void proc_close(struct proc *p) {
+    if (p->dirfd >= 0) close(p->dirfd);
     p->dirfd = -1;
     free(p->argv);
     free(p->environ);
@@ -238,13 +164,10 @@ void proc_close(struct proc *p)
     p->argbuf = p->envbuf = p->cmdline = NULL;
 }
 
-const char *proc_getenv(const struct proc *p, const char *name)
-{
-    if (!p->environ)
-        return NULL;
+const char *proc_getenv(const struct proc *p, const char *name) {
+    if (!p->environ) return NULL;
     size_t n = strlen(name);
     for (char **e = p->environ; *e; e++)
-        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
-            return *e + n + 1;
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
     return NULL;
 }

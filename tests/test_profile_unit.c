@@ -1,0 +1,371 @@
+/* The heap profile's sampler and table, driven the way ebb_malloc's fast path drives
+ * it: each request counts n bytes down its thread cache's prof_left, and a request that
+ * takes it below zero asks ebbi_prof_sample_alloc for a sampled block.  Requests that
+ * are not sampled need no memory for what is checked here (the estimate is made from
+ * the samples alone), so the known totals can be large.  Linked to the internal static
+ * library; run with EBB_PROF_SAMPLE=256K. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "ebb_test_mem.h"
+#include "prof_reader.h"
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static uint64_t next_rand(void) { return xorshift64(&rng); }
+
+/* The calling thread's cache, made by a first malloc if it has none yet. */
+static struct ebb_tcache *my_cache(void) {
+    if (!ebbi_tc_mine()->real) {
+        void *volatile p = ebb_malloc(16); /* volatile: the pair is not optimised away */
+        ebb_free(p);
+    }
+    struct ebb_tcache *tc = ebbi_tc_mine();
+    assert_non_null(tc);
+    return tc;
+}
+
+/* One request of n bytes as the fast path counts it: the sampled block, or NULL. */
+static void *count_request(size_t n) {
+    struct ebb_tcache *tc = my_cache();
+    if ((tc->prof_left -= (int64_t)n) >= 0) return NULL;
+    return ebbi_prof_sample_alloc(tc, n);
+}
+
+/* A sampled block of n bytes (requests until one is sampled). */
+static void *sampled(size_t n) {
+    for (int i = 0; i < 1000000; i++) {
+        struct ebb_tcache *tc = my_cache();
+        tc->prof_left = -1;
+        void *p = ebbi_prof_sample_alloc(tc, n);
+        if (p) return p;
+    }
+    return NULL;
+}
+
+static struct prof_view table(void) {
+    struct prof_view v;
+    if (!prof_find(&v)) fail_msg("no heap profile mapped");
+    return v;
+}
+
+#define MAX_KEPT 20000
+static void *kept[MAX_KEPT];
+
+/* Many small requests of known total through one call site: the sampled blocks are
+ * kept (live) or freed at once (allocated, then freed). */
+__attribute__((noinline)) size_t requests_from_here(size_t total_goal, size_t *objects, size_t *nkept,
+                                                    bool keep);
+__attribute__((noinline)) size_t requests_from_here(size_t total_goal, size_t *objects, size_t *nkept,
+                                                    bool keep) {
+    size_t total = 0;
+    while (total < total_goal) {
+        size_t n = 64 + next_rand() % 1985;
+        void *p = count_request(n);
+        if (p) {
+            memset(p, 0xab, n);
+            if (keep && *nkept < MAX_KEPT) kept[(*nkept)++] = p;
+            else ebb_free(p);
+        }
+        total += n;
+        ++*objects;
+    }
+    return total;
+}
+
+void small_requests_estimated_within_10_percent(void **state);
+void small_requests_estimated_within_10_percent(void **state) {
+    (void)state;
+    ebb_free(ebb_malloc(1)); /* initialised */
+    size_t objects = 0, nkept = 0;
+    /* 1 GiB kept at one sample per 256 KiB on average: about 4096 samples; the relative
+     * standard deviation of the live bytes' estimate is about 1.5%, and 10% is six and
+     * a half of them.  Another GiB allocated and freed: the objects' estimate (whose
+     * deviation is larger, small requests weigh much) is checked over both. */
+    size_t live = 0, live_objects = 0, total = 0;
+    for (int round = 0; round < 2; round++) {
+        total += requests_from_here((size_t)1 << 30, &objects, &nkept, round == 0);
+        if (round == 0) live = total, live_objects = objects;
+    }
+    assert_true(nkept < MAX_KEPT);
+    struct prof_view v = table();
+    if (getenv("PROF_DUMP")) prof_dump(&v, stderr);
+    /* every stack whose innermost frame is requests_from_here (the compiler may have
+     * made two call sites of the loop above) */
+    double bytes = 0, all = 0, objs = 0;
+    int stacks = 0;
+    for (unsigned k = 0; k < v.h->slot_count; k++) {
+        if (!v.slots[k].depth || prof_frame_in(&v, (int)k, "requests_from_here") != 0) continue;
+        assert_true(prof_frame_in(&v, (int)k, "small_requests_estimated_within_10_percent") > 0);
+        bytes += (double)v.slots[k].live_bytes;
+        all += (double)v.slots[k].total_bytes;
+        objs += (double)v.slots[k].total_objects;
+        stacks++;
+    }
+    if (!stacks) prof_dump(&v, stderr);
+    assert_true(stacks > 0);
+    fprintf(stderr,
+            "live: estimate %.0f bytes for %zu (%zu objects, %zu samples); "
+            "allocated: %.0f bytes for %zu, %.0f objects for %zu\n",
+            bytes, live, live_objects, nkept, all, total, objs, objects);
+    assert_true(bytes > 0.9 * (double)live && bytes < 1.1 * (double)live);
+    assert_true(all > 0.9 * (double)total && all < 1.1 * (double)total);
+    assert_true(objs > 0.9 * (double)objects && objs < 1.1 * (double)objects);
+    /* Freeing takes out exactly what the samples put in. */
+    for (size_t i = 0; i < nkept; i++) ebb_free(kept[i]);
+    for (unsigned k = 0; k < v.h->slot_count; k++) {
+        if (!v.slots[k].depth || prof_frame_in(&v, (int)k, "requests_from_here") != 0) continue;
+        assert_int_equal(v.slots[k].live_bytes, 0);
+        assert_int_equal(v.slots[k].live_objects, 0);
+    }
+}
+
+static void header_is_filled(void **state) {
+    (void)state;
+    void *p = sampled(64);
+    assert_non_null(p);
+    struct prof_view v = table();
+    assert_int_equal(v.h->version, EBB_PROF_VERSION);
+    assert_int_equal(v.h->pid, getpid());
+    assert_true(v.h->header_size >= sizeof(struct ebb_prof_header));
+    assert_true(v.h->slot_count && !(v.h->slot_count & (v.h->slot_count - 1)));
+    assert_true(v.h->frames_offset >= v.h->header_size + v.h->slot_count * sizeof(struct ebb_prof_slot));
+    assert_int_equal(v.h->sample_interval, 256 << 10);
+    assert_true(v.h->frames_used <= v.h->frames_cap && v.h->samples > 0);
+    /* start_time is field 22 of /proc/self/stat */
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    assert_non_null(f);
+    assert_non_null(fgets(buf, sizeof buf, f));
+    fclose(f);
+    char *q = strrchr(buf, ')');
+    for (int field = 2; field < 22; field++) q = strchr(q + 1, ' ');
+    assert_int_equal(v.h->start_time, strtoull(q + 1, NULL, 10));
+    struct stat st;
+    assert_int_equal(stat(v.path, &st), 0);
+    assert_int_equal(st.st_ino, v.inode);
+    ebb_free(p);
+}
+
+static int64_t live_of(void *p) {
+    struct prof_view v = table();
+    int64_t sum = 0;
+    (void)p;
+    for (unsigned k = 0; k < v.h->slot_count; k++)
+        if (v.slots[k].depth) sum += v.slots[k].live_bytes;
+    return sum;
+}
+
+/* A sampled small block behaves as the block malloc would have given. */
+static void sampled_small_block_behaves(void **state) {
+    (void)state;
+    void *plain = ebb_malloc(100);
+    unsigned char *p = sampled(100);
+    assert_non_null(p);
+    assert_true(((uintptr_t)p & 15) == 0);
+    assert_int_equal(ebb_malloc_usable_size(p), ebb_malloc_usable_size(plain));
+    memset(p, 0x5a, 100);
+    int64_t before = live_of(p);
+    /* shrinking a little stays in place, and the stack's live bytes follow */
+    unsigned char *q = ebb_realloc(p, 90);
+    assert_ptr_equal(q, p);
+    assert_true(live_of(p) < before);
+    /* growing moves it; the content comes along and the sample leaves the profile */
+    q = ebb_realloc(p, 5000);
+    assert_non_null(q);
+    for (int i = 0; i < 90; i++) assert_int_equal(q[i], 0x5a);
+    ebb_free(q);
+    ebb_free(plain);
+}
+
+static void double_free_child(void) {
+    void *p = sampled(200);
+    ebb_free(p);
+    ebb_free(p);
+}
+static void interior_free_child(void) {
+    char *p = sampled(200);
+    ebb_free(p + 16);
+}
+
+static void misuse_of_sampled_blocks_is_caught(void **state) {
+    (void)state;
+    char out[1024];
+    assert_true(died_of_abort(child_stderr(double_free_child, out, sizeof out), out, "double free"));
+    assert_true(died_of_abort(child_stderr(interior_free_child, out, sizeof out), out, "invalid pointer"));
+}
+
+/* Fork: the child makes its own table and file; the parent's sampled blocks freed in
+ * the child change nothing there; the parent's table does not see the child. */
+static void fork_child_has_its_own_table(void **state) {
+    (void)state;
+    void *mine = sampled(300);
+    struct prof_view pv = table();
+    uint64_t parent_samples = pv.h->samples;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct prof_view v;
+        int bad = 0;
+        if (prof_find(&v)) bad |= 1; /* the parent's table is not mapped here any more */
+        void *p = sampled(300);
+        if (!prof_find(&v) || v.h->pid != getpid() || v.inode == pv.inode) bad |= 2;
+        else if (v.h->samples != 1) bad |= 4;
+        int64_t live = live_of(p);
+        ebb_free(mine); /* the parent's sample */
+        if (live_of(p) != live) bad |= 8;
+        ebb_free(p);
+        if (live_of(p) != 0) bad |= 16;
+        if (write(fds[1], &bad, sizeof bad) != sizeof bad) _exit(3);
+        _exit(0);
+    }
+    close(fds[1]);
+    int bad = -1;
+    assert_int_equal(read(fds[0], &bad, sizeof bad), sizeof bad);
+    close(fds[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    assert_int_equal(bad, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    struct prof_view again = table();
+    assert_ptr_equal(again.h, pv.h);
+    assert_int_equal(again.h->samples, parent_samples);
+    ebb_free(mine);
+}
+
+/* ---------------------------------------------------------------- a full table */
+#define LEVELS 5 /* 32 distinct stacks */
+__attribute__((noinline)) void *leaf_call(size_t n);
+__attribute__((noinline)) void *leaf_call(size_t n) {
+    void *p = sampled(n);
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+static void *branch(int level, unsigned bits, size_t n);
+static volatile int branch_sink;
+/* Two functions, two return addresses (they differ, or the compiler would fold them). */
+__attribute__((noinline)) static void *branch_a(int level, unsigned bits, size_t n) {
+    void *p = branch(level, bits, n);
+    branch_sink += 1;
+    return p;
+}
+__attribute__((noinline)) static void *branch_b(int level, unsigned bits, size_t n) {
+    void *p = branch(level, bits, n);
+    branch_sink += 2;
+    return p;
+}
+__attribute__((noinline)) static void *branch(int level, unsigned bits, size_t n) {
+    if (level == 0) return leaf_call(n);
+    void *p = bits & 1 ? branch_a(level - 1, bits >> 1, n) : branch_b(level - 1, bits >> 1, n);
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
+static void full_table_child(void) {
+    /* 8 slots (one the overflow slot) and frames for a few stacks */
+    ebbi_prof_set_capacity(8, 128);
+    void *p[1 << LEVELS];
+    for (unsigned b = 0; b < 1u << LEVELS; b++) p[b] = branch(LEVELS, b, 64);
+    struct prof_view v;
+    int bad = 0;
+    if (!prof_find(&v) || v.h->slot_count != 8 || v.h->frames_cap != 128) _exit(10);
+    const struct ebb_prof_slot *ov = &v.slots[0];
+    /* the stacks that found no room are counted in slot 0, one frame of value 0 */
+    if (ov->depth != 1 || v.frames[ov->first] != 0 || ov->live_objects <= 0) bad |= 1;
+    if (v.h->dropped == 0 || v.h->dropped + 7 < (1u << LEVELS)) bad |= 2;
+    if (v.h->frames_used > v.h->frames_cap) bad |= 4;
+    uint64_t dropped = v.h->dropped;
+    /* when their blocks are freed, the stacks' slots can be taken by new stacks */
+    for (unsigned b = 0; b < 1u << LEVELS; b++) ebb_free(p[b]);
+    for (unsigned k = 0; k < 8; k++)
+        if (v.slots[k].depth && (v.slots[k].live_bytes || v.slots[k].live_objects)) bad |= 8;
+    void *q = branch(LEVELS - 1, 0, 64); /* a stack not seen yet (one level less) */
+    struct prof_view w;
+    prof_find(&w);
+    int k = prof_slot_with(&w, "leaf_call");
+    int found = -1;
+    for (unsigned s = 1; s < 8; s++)
+        if (w.slots[s].depth && w.slots[s].live_objects > 0) found = (int)s;
+    if (found < 0 || w.h->dropped != dropped) bad |= 16;
+    (void)k;
+    ebb_free(q);
+    if (bad) {
+        prof_dump(&w, stderr);
+        fprintf(stderr, "full table: bad %d\n", bad);
+        _exit(20 + bad);
+    }
+    _exit(0);
+}
+
+static void full_table_overflows_and_reuses(void **state) {
+    (void)state;
+    pid_t pid = fork();
+    if (pid == 0) full_table_child();
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* Without /dev/shm the table is kept in anonymous memory: sampling and freeing work,
+ * nothing is published. */
+static struct ebb_os_hooks real_hooks;
+static int no_shm_open(const char *path, int flags, int mode) {
+    if (!strncmp(path, "/dev/shm/", 9)) {
+        errno = EACCES;
+        return -1;
+    }
+    return real_hooks.open(path, flags, mode);
+}
+
+static void no_shm_child(void) {
+    real_hooks = ebbi_os;
+    ebbi_os.open = no_shm_open;
+    void *p = sampled(100);
+    struct prof_view v;
+    const struct ebb_prof_header *h = ebbi_prof_header();
+    int bad = (!p) | prof_find(&v) << 1 | (!h || h->magic != EBB_PROF_MAGIC || h->samples != 1) << 2;
+    int64_t live = h ? h->samples : 0;
+    ebb_free(p);
+    if (h && live) {
+        const struct ebb_prof_slot *sl = (const void *)((const char *)h + h->header_size);
+        for (unsigned k = 0; k < h->slot_count; k++)
+            if (sl[k].depth && sl[k].live_bytes) bad |= 8;
+    }
+    _exit(bad);
+}
+
+static void table_without_dev_shm_is_anonymous(void **state) {
+    (void)state;
+    pid_t pid = fork();
+    if (pid == 0) no_shm_child();
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(header_is_filled),
+        cmocka_unit_test(small_requests_estimated_within_10_percent),
+        cmocka_unit_test(sampled_small_block_behaves),
+        cmocka_unit_test(misuse_of_sampled_blocks_is_caught),
+        cmocka_unit_test(fork_child_has_its_own_table),
+        cmocka_unit_test(full_table_overflows_and_reuses),
+        cmocka_unit_test(table_without_dev_shm_is_anonymous),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,262 @@
+/* The thread caches' verifier (ebbi_tc_verify): it passes on the caches of threads that
+ * allocate and free at once, on caches parked while their threads sleep and on the
+ * records of threads that exited, and it fails when a count, the claimed budget or a
+ * link of a cache is broken on purpose.
+ *
+ * Uses the ebb_ API (static library) and internals. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "ebbmalloc.h"
+#include "internal.h"
+
+static uint64_t ms_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The caller's list of `size`-byte blocks holds at least `n` objects (its list grows
+ * with each free up to a batch). */
+static unsigned fill_list(size_t size, unsigned n) {
+    void *p[64];
+    assert_true(n <= 64);
+    for (unsigned i = 0; i < n; i++) assert_non_null(p[i] = ebb_malloc(size));
+    for (unsigned i = 0; i < n; i++) ebb_free(p[i]);
+    unsigned cls = ebbi_size_to_class(size);
+    assert_true(ebbi_tc_list_len(cls) >= 3);
+    return cls;
+}
+
+/* NULL, or what went wrong (no cmocka assert: workers call it too, and cmocka's asserts
+ * work only on the thread that runs the test). */
+static const char *mixed_work(uint64_t seed, unsigned rounds) {
+    enum { HELD = 256 };
+    void *held[HELD] = {0};
+    uint64_t x = seed * 0x9e3779b97f4a7c15u + 1;
+    for (unsigned r = 0; r < rounds; r++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        unsigned i = (unsigned)(x % HELD);
+        if (held[i]) {
+            ebb_free(held[i]);
+            held[i] = NULL;
+        } else {
+            size_t n = 1 + (size_t)((x >> 20) % ((x >> 40) & 1 ? 256 : 4096));
+            if (!(held[i] = ebb_malloc(n))) return "malloc returned NULL";
+            memset(held[i], (int)r, n);
+        }
+    }
+    for (unsigned i = 0; i < HELD; i++) ebb_free(held[i]);
+    return NULL;
+}
+
+static void own_cache_passes(void **state) {
+    (void)state;
+    assert_null(mixed_work(1, 20000));
+    fill_list(64, 32);
+    const char *err = ebbi_tc_verify();
+    if (err) fail_msg("thread caches: %s", err);
+}
+
+/* Each corruption is undone before the next malloc or free, which would trust it. */
+static void broken_count_fails(void **state) {
+    (void)state;
+    unsigned cls = fill_list(64, 32);
+    struct ebb_tcache *tc = ebbi_tc_mine();
+    assert_true(tc->real);
+    assert_null(ebbi_tc_verify());
+
+    tc->room[cls] += EBB_TC_ROOM_ONE; /* one object fewer than the list holds */
+    const char *err = ebbi_tc_verify();
+    tc->room[cls] -= EBB_TC_ROOM_ONE;
+    assert_non_null(err);
+    assert_string_equal(err, "a list's length differs from its room");
+    assert_null(ebbi_tc_verify());
+
+    tc->room[cls] -= EBB_TC_ROOM_ONE; /* one object more */
+    err = ebbi_tc_verify();
+    tc->room[cls] += EBB_TC_ROOM_ONE;
+    assert_non_null(err);
+    assert_string_equal(err, "a list's length differs from its room");
+
+    tc->claimed += ebbi_classes[cls].size;
+    err = ebbi_tc_verify();
+    tc->claimed -= ebbi_classes[cls].size;
+    assert_non_null(err);
+    assert_string_equal(err, "claimed budget differs from the lists' room");
+    assert_null(ebbi_tc_verify());
+}
+
+static void broken_link_fails(void **state) {
+    (void)state;
+    unsigned cls = fill_list(64, 32);
+    struct ebb_tcache *tc = ebbi_tc_mine();
+    uint64_t *first = tc->head[cls], *second = ebbi_next(first);
+    assert_true(second != EBB_TC_END);
+    uint64_t saved = first[0];
+
+    ebbi_set_next(first, (char *)second + 16); /* inside a block */
+    const char *err = ebbi_tc_verify();
+    first[0] = saved;
+    assert_non_null(err);
+    assert_string_equal(err, "an object on a list is no block start");
+
+    first[0] ^= (uint64_t)1 << 52; /* a bit no link may have */
+    err = ebbi_tc_verify();
+    first[0] = saved;
+    assert_non_null(err);
+    assert_string_equal(err, "a link on a list does not decode");
+
+    uint64_t saved2 = second[0];
+    ebbi_set_next(second, first); /* a cycle of two */
+    tc->slow[cls].max += 8;       /* room enough that only the cycle can be seen */
+    tc->room[cls] += 8 * EBB_TC_ROOM_ONE;
+    err = ebbi_tc_verify();
+    tc->slow[cls].max -= 8;
+    tc->room[cls] -= 8 * EBB_TC_ROOM_ONE;
+    second[0] = saved2;
+    assert_non_null(err);
+    assert_string_equal(err, "an object is twice on a list");
+    assert_null(ebbi_tc_verify());
+}
+
+/* ---------------------------------------------------------------- under threads */
+enum { T = 4 };
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int phase, waiting;
+static struct ebb_tcache *records[T];
+static const char *worker_err[T];
+
+static void wait_phase(int want) {
+    pthread_mutex_lock(&mu);
+    waiting++;
+    pthread_cond_broadcast(&cv);
+    while (phase < want) pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+}
+
+static void *worker(void *arg) {
+    unsigned id = (unsigned)(uintptr_t)arg;
+    for (unsigned k = 0; k < 40 && !worker_err[id]; k++) {
+        worker_err[id] = mixed_work(id * 1000 + k, 2000);
+        if (!worker_err[id]) worker_err[id] = ebbi_tc_verify(); /* its own cache, while the others run */
+    }
+    void *p[32];
+    for (unsigned i = 0; i < 32; i++) p[i] = ebb_malloc(48);
+    for (unsigned i = 0; i < 32; i++) ebb_free(p[i]);
+    records[id] = ebbi_tc_mine();
+    wait_phase(1);                             /* blocked in the kernel: its cache may be parked */
+    const char *e = mixed_work(id + 77, 2000); /* takes the parked record back */
+    if (!worker_err[id]) worker_err[id] = e ? e : ebbi_tc_verify();
+    return NULL;
+}
+
+static void set_phase(int p) {
+    pthread_mutex_lock(&mu);
+    phase = p;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+static void threads_pass(void **state) {
+    (void)state;
+    pthread_t w[T];
+    phase = waiting = 0;
+    for (int i = 0; i < T; i++) pthread_create(&w[i], NULL, worker, (void *)(uintptr_t)i);
+    /* While they work: the caller's own cache and whatever is parked or free. */
+    for (;;) {
+        const char *err = ebbi_tc_verify();
+        if (err) fail_msg("thread caches, workers running: %s", err);
+        assert_null(mixed_work(99, 500));
+        pthread_mutex_lock(&mu);
+        int n = waiting;
+        pthread_mutex_unlock(&mu);
+        if (n == T) break;
+    }
+    /* All wait: drain them until every one is parked (each must be, once blocked). */
+    size_t parked = 0;
+    for (uint64_t end = ms_now() + 20000; parked < T && ms_now() < end;) parked += ebbi_tc_drain_idle(true);
+    assert_int_equal(parked, T);
+    const char *err = ebbi_tc_verify();
+    if (err) fail_msg("thread caches, workers parked: %s", err);
+    /* A parked record is checked: its budget, broken on purpose, is seen. */
+    assert_true(records[0]->detached);
+    records[0]->claimed += 16;
+    err = ebbi_tc_verify();
+    records[0]->claimed -= 16;
+    assert_non_null(err);
+    assert_string_equal(err, "claimed budget differs from the lists' room");
+    set_phase(1);
+    for (int i = 0; i < T; i++) pthread_join(w[i], NULL);
+    for (int i = 0; i < T; i++)
+        if (worker_err[i]) fail_msg("thread caches, worker %d: %s", i, worker_err[i]);
+    /* The workers' records are free now. */
+    err = ebbi_tc_verify();
+    if (err) fail_msg("thread caches, workers gone: %s", err);
+}
+
+/* ---------------------------------------------------------------- fork
+ * Forks land anywhere in the other threads' slow paths, also between the two stores of a
+ * budget claim or release; in each child, where only the forking thread is left, the
+ * budget left plus the one cache's claims must be the total exactly. */
+static _Atomic int churn_stop;
+
+static void *churn(void *arg) {
+    unsigned id = (unsigned)(uintptr_t)arg, k = 0;
+    while (!churn_stop) {
+        /* lists grow and shrink: many sizes in turn, and more than a share holds */
+        if (mixed_work(id * 7919 + k++, 3000)) return (void *)1;
+        ebbi_tc_flush_self();
+    }
+    return NULL;
+}
+
+static void fork_child_budget_is_exact(void **state) {
+    (void)state;
+    pthread_t w[T];
+    churn_stop = 0;
+    for (int i = 0; i < T; i++) pthread_create(&w[i], NULL, churn, (void *)(uintptr_t)i);
+    const char *env = getenv("EBB_TC_VERIFY_FORKS");
+    int forks = env ? atoi(env) : 300;
+    for (int i = 0; i < forks; i++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            const char *err = ebbi_tc_verify();
+            if (!err) err = mixed_work(5, 500);
+            if (!err) err = ebbi_tc_verify();
+            if (err) fprintf(stderr, "fork child %d: %s\n", i, err);
+            _exit(err ? 1 : 0);
+        }
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        if (!WIFEXITED(status) || WEXITSTATUS(status)) fail_msg("fork child %d: status %#x", i, status);
+    }
+    churn_stop = 1;
+    for (int i = 0; i < T; i++) {
+        void *r;
+        pthread_join(w[i], &r);
+        assert_null(r);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(own_cache_passes),           cmocka_unit_test(broken_count_fails),
+        cmocka_unit_test(broken_link_fails),          cmocka_unit_test(threads_pass),
+        cmocka_unit_test(fork_child_budget_is_exact),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
