@@ -6,14 +6,12 @@
  * Knobs (environment): EBB_THREADS_OPS (150000 operations per thread of the cross-thread
  * stress), EBB_THREADS_LIFETIMES (3000 threads that start, churn and exit),
  * EBB_THREADS_FORKS (150 forks from a parent whose threads allocate), EBB_THREADS_FILL
- * (4000 blocks per thread of the cache cap's 300), EBB_THREADS_CHILD_S (20 seconds for
+ * (4000 blocks per thread of the cache cap's 300), EBB_TEST_CHILD_S (20 seconds for
  * a fork child to end before it counts as deadlocked).
  *
- * Under qemu-user 7.2 a fork child of a threaded parent sometimes waits for ever for a
- * lock of qemu's own (seen in CI, and in 3 of 27 emulated runs here, each child at 0
- * ticks of CPU in a futex wait before any code of its own; the one run that showed the
- * mapping had the futex word in libglib-2.0's data); such a child is recognised
- * (waits_in_emulator) and the fork is made again, a few times at most. */
+ * Every fork child is waited for through tests/ebb_test_fork.h, which reports a child
+ * that does not end (with the step it reached, from child_stage) and tells a child stuck
+ * in qemu-user's own lock, which is forked again a few times at most. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <malloc.h>
@@ -34,6 +32,7 @@
 #include <cmocka.h>
 
 #include "ebbmalloc.h"
+#include "ebb_test_fork.h"
 
 static long knob(const char *name, long def) {
     const char *s = getenv(name);
@@ -213,7 +212,6 @@ static void *busy_stdio(void *arg) {
     return NULL;
 }
 
-/* Waits for pid for at most 20 s; returns its exit status or -1 on a hang. */
 /* Where a fork child got to, in memory the parent shares, so that a child that does not
  * finish in time is reported with the step it was stuck in. */
 static volatile int *child_stage;
@@ -228,96 +226,8 @@ static void child_handlers_done(void) {
     if (child_stage && *child_stage == 0) *child_stage = 6;
 }
 
-static void read_proc(pid_t pid, const char *name, char *buf, size_t n) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    size_t k = fread(buf, 1, n - 1, f);
-    buf[k] = 0;
-    if (k && buf[k - 1] == '\n') buf[k - 1] = 0;
-    fclose(f);
-}
-
-/* The ELF machine of a file, or -1. */
-static int elf_machine(const char *path) {
-    unsigned char h[20];
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    size_t n = fread(h, 1, sizeof h, f);
-    fclose(f);
-    if (n < sizeof h || memcmp(h, "\177ELF", 4)) return -1;
-    return h[18] | h[19] << 8; /* e_machine, little-endian on every machine this runs on */
-}
-
-/* Whether the word a stopped child waits on (the first argument of its system call) lies
- * in a file mapped that is no program of this machine: under an emulator (qemu-user) that
- * is the emulator's own code, e.g. a lock of its glib that another thread held when the
- * parent forked (qemu-user 7.2 does not hold its locks across fork).  A lock of
- * ebbmalloc's, libc's or the program's lies in memory of this machine's programs, and
- * natively every mapped program is of this machine, so this is never true there. */
-static bool waits_in_emulator(pid_t pid, const char *sc) {
-    unsigned long nr = 0, arg = 0;
-    if (sscanf(sc, "%lu %lx", &nr, &arg) != 2) return false;
-    char path[64], line[512], file[400];
-    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
-    FILE *f = fopen(path, "r");
-    bool emu = false;
-    int mine = elf_machine("/proc/self/exe");
-    while (f && fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %399s", &lo, &hi, file) == 3 && arg >= lo && arg < hi) {
-            int m = elf_machine(file);
-            emu = mine > 0 && m > 0 && m != mine;
-            fprintf(stderr, "  %#lx is in: %s", arg, line);
-        }
-    }
-    if (f) fclose(f);
-    return emu;
-}
-
-/* The child's exit status, or -1 if it did not end within EBB_THREADS_CHILD_S seconds
- * (20; more under emulation), killed then and reported with its step; -2 if it was
- * stuck in the emulator's own lock (waits_in_emulator), which the callers retry a few
- * times (EMULATOR_RETRIES in all), so that a deadlock of ebbmalloc's or libc's still
- * fails the test. */
-enum { EMULATOR_RETRIES = 6 };
-static int emulator_hangs;
-static int wait_bounded(pid_t pid) {
-    bool emulator = false;
-    long limit_ms = knob("EBB_THREADS_CHILD_S", 20) * 1000;
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        int status;
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > limit_ms) break;
-        usleep(10000);
-    }
-    if (child_stage) {
-        /* What the kernel says of it: state and CPU time (a spinning child runs, one that
-         * waits sleeps), where it sleeps, and its system call. */
-        char st[512] = "", wchan[64] = "", sc[128] = "";
-        read_proc(pid, "stat", st, sizeof st);
-        read_proc(pid, "wchan", wchan, sizeof wchan);
-        read_proc(pid, "syscall", sc, sizeof sc);
-        const char *after = strrchr(st, ')');
-        char state = after && after[1] ? after[2] : '?';
-        unsigned long ut = 0, stt = 0;
-        if (after) sscanf(after + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stt);
-        fprintf(stderr,
-                "fork child %d did not end in %ld s, stuck at: %s (state %c, cpu %lu+%lu ticks, wchan %s, "
-                "syscall %s)\n",
-                (int)pid, limit_ms / 1000, stage_names[*child_stage], state, ut, stt, wchan, sc);
-        emulator = waits_in_emulator(pid, sc);
-        if (emulator) fprintf(stderr, "  it waits for a lock of the emulator's own: retried\n");
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return emulator ? -2 : -1;
-}
+static const char *child_step(void) { return child_stage ? stage_names[*child_stage] : "?"; }
+static int wait_bounded(pid_t pid) { return ebb_wait_child(pid, child_step); }
 
 static int child_work(void) {
     stage(2);
@@ -352,7 +262,7 @@ static void fork_from_threaded_parent(void **st) {
         assert_true(pid >= 0);
         if (pid == 0) _exit(child_work());
         int rc = wait_bounded(pid);
-        if (rc == -2 && ++emulator_hangs <= EMULATOR_RETRIES) {
+        if (ebb_emulator_retry(rc)) {
             i--; /* that fork again */
             continue;
         }
@@ -377,7 +287,7 @@ static void on_usr1(int sig) {
             _exit(0);
         }
         int rc = pid < 0 ? -1 : wait_bounded(pid);
-        if (rc == -2 && ++emulator_hangs <= EMULATOR_RETRIES) continue; /* that fork again */
+        if (ebb_emulator_retry(rc)) continue; /* that fork again */
         if (rc != 0) handler_rc = 1;
         break;
     }
@@ -424,7 +334,7 @@ again:
         _exit(s.threads == 1 && child_work() == 0 ? 0 : 1);
     }
     rc = wait_bounded(pid);
-    if (rc == -2 && ++emulator_hangs <= EMULATOR_RETRIES) goto again;
+    if (ebb_emulator_retry(rc)) goto again;
     assert_int_equal(rc, 0);
     pthread_barrier_wait(&bar);
     for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);

@@ -27,6 +27,7 @@
 
 #include "ebbmalloc.h"
 
+#include "../ebb_test_fork.h"
 #include "../ebb_test_mem.h"
 
 #ifdef USE_LIBC_NAMES
@@ -332,20 +333,6 @@ static int child_work(void) {
     return 0;
 }
 
-/* Waits for pid for at most 30 s; returns its exit status, 128+signal, or -1 (hung). */
-static int wait_bounded(pid_t pid) {
-    for (int i = 0; i < 3000; i++) {
-        int status;
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        if (r < 0 && errno != EINTR) return -2;
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
-
 #define FORKS_PER_THREAD 4
 static _Atomic int child_failures, hung;
 static void *forker(void *arg) {
@@ -358,8 +345,12 @@ static void *forker(void *arg) {
             child_failures++;
             continue;
         }
-        int rc = wait_bounded(pid);
-        if (rc == -1) hung++;
+        int rc = ebb_wait_child(pid, NULL);
+        if (ebb_emulator_retry(rc)) {
+            i--; /* that fork again */
+            continue;
+        }
+        if (rc < 0) hung++;
         if (rc != 0) {
             child_failures++;
             fprintf(stderr, "child %d: status %d\n", pid, rc);
