@@ -85,19 +85,22 @@ void ebbi_os_hugepage_hint(void *p, size_t size, bool on);
 int ebbi_os_release(void *p, size_t size); /* the release hook, refusals noted */
 void *ebbi_os_remap(void *p, size_t old_size, size_t new_size, void *to); /* likewise */
 /* The page heap's memory (spans of every state), the kernel's side of it (os.c says
- * how): a mapping adopted as heap memory (fresh: not resident until taken) and forgotten
- * before it is unmapped (not_resident: how much of it was not resident), both where the
- * page heap's own counters change, under its lock; pages given back with MADV_DONTNEED
- * (counted when the call succeeds); taken back (a tier hands out or keeps resident what
- * it had given back: the kernel faults it in); mremap (the new size counted, `to`
- * never adopted).  ebbi_os_heap_counts reads mapped and not resident at once. */
-void ebbi_os_heap_adopt(size_t size, bool fresh);
-void ebbi_os_heap_forget(size_t size, size_t not_resident);
+ * how), counted where the page heap's own counters change, under its lock: a chunk
+ * adopted as heap memory (not resident until taken; chunks are never unmapped), which
+ * ebbi_os_heap_room must allow first (16 TiB of chunks at most); pages given back with
+ * MADV_DONTNEED (counted when the call succeeds); taken back (a tier hands out or keeps
+ * resident what it had given back: the kernel faults it in).  Blocks with a mapping of
+ * their own: ebbi_os_direct_count (bytes mapped, + or -) and ebbi_os_direct_remap (the
+ * new size counted, `to` never counted).  ebbi_os_heap_counts reads mapped (both kinds)
+ * and not resident. */
+bool ebbi_os_heap_room(size_t size);
+void ebbi_os_heap_adopt(size_t size);
 int ebbi_os_heap_release(void *p, size_t size);
 void ebbi_os_heap_reuse(size_t size);
 /* Pages given back with ebbi_os_release, counted where the caller's counters change. */
 void ebbi_os_heap_gave_back(size_t size);
-void *ebbi_os_heap_remap(void *p, size_t old_size, size_t new_size, void *to);
+void ebbi_os_direct_count(int64_t delta);
+void *ebbi_os_direct_remap(void *p, size_t old_size, size_t new_size, void *to);
 void ebbi_os_heap_counts(size_t *mapped, size_t *not_resident);
 int ebbi_os_error(void); /* errno left by this thread's last os.c call (after a failure) */
 /* What ebbmalloc could not do: noted where it happens, said once per kind on stderr with

@@ -185,22 +185,35 @@ int ebbi_os_release(void *p, size_t size) {
 /* ---------------------------------------------------------------- the heap's memory
  * What the page heap holds from the kernel, counted here as mappings become heap memory
  * and stop being it, as madvise gives pages back (when it succeeds) and as the tiers
- * take them back, independently of the tiers' own counters (stats.c compares the two).  One word, so that a snapshot reads both at one moment:
+ * take them back, independently of the tiers' own counters (stats.c compares the two).
+ *
+ * The page heap's chunks, in one word so that a snapshot reads both at one moment:
  * bytes mapped in the high half and bytes of it not resident in the low half, each in
  * units of 4 KiB (every amount is whole kernel pages, at least 4 KiB), so 16 TiB each at
- * most.  A change is one relaxed fetch_add of (mapped delta << 32) + not-resident delta,
- * in two's complement: the word is then exactly mapped * 2^32 + not resident, and both
- * halves decode exactly, as long as each stays within [0, 2^32) in every state the word
- * passes through.  It does: each half is a sum of amounts whose every subtraction follows
- * the addition it undoes in happens-before (under the page heap lock or a central lock,
- * or on the same thread), and the modification order of one atomic word extends
- * happens-before, so every value any thread reads (on arm64 too: a single-copy atomic
- * 64-bit word, RMWs in one coherence order) is a state in which every half is a sum of
- * such pairs, so is at least 0.  Relaxed: nothing else is published through the word; a
- * reader ordered after the last change (the same thread, or after a join or a lock) reads
- * it exactly, any other reads some recent state. */
+ * most: the page heap grows no further (ebbi_os_heap_room, under the page heap lock,
+ * where every growth is counted; its chunks are never unmapped), and a request that
+ * would need more fails with ENOMEM.  A change is one relaxed fetch_add of (mapped delta
+ * << 32) + not-resident delta, in two's complement: the word is then exactly mapped *
+ * 2^32 + not resident, and both halves decode exactly, as long as each stays within
+ * [0, 2^32) in every state the word passes through.  It does: each half is a sum of
+ * amounts whose every subtraction follows the addition it undoes in happens-before
+ * (under the page heap lock or a central lock, or on the same thread), and the
+ * modification order of one atomic word extends happens-before, so every value any
+ * thread reads (on arm64 too: a single-copy atomic 64-bit word, RMWs in one coherence
+ * order) is a state in which every half is a sum of such pairs, so is at least 0.
+ *
+ * Blocks with a mapping of their own (MAPPED spans) are counted apart, in bytes, in a
+ * word of their own: they are resident as counted from the start (never given back in
+ * part), and a program may map far more than 16 TiB of them where the kernel
+ * overcommits (a sparse calloc).  It changes only under the page heap lock.
+ *
+ * Relaxed: nothing else is published through either word; a reader ordered after the
+ * last change (the same thread, or after a join or a lock) reads them exactly, any other
+ * reads some recent state of each (stats.c's snapshot reads them until two readings
+ * agree). */
 #define HEAP_UNIT_SHIFT 12
-static _Atomic uint64_t heap_word;
+#define HEAP_UNITS_MAX (((uint64_t)1 << 32) - 1)
+static _Atomic uint64_t heap_word, direct_bytes;
 
 static void heap_count(int64_t mapped, int64_t not_resident) {
     ebb_assert(!((mapped | not_resident) & ((1 << HEAP_UNIT_SHIFT) - 1)));
@@ -210,14 +223,20 @@ static void heap_count(int64_t mapped, int64_t not_resident) {
 
 void ebbi_os_heap_counts(size_t *mapped, size_t *not_resident) {
     uint64_t w = atomic_load_explicit(&heap_word, memory_order_relaxed);
-    *mapped = (size_t)(w >> 32) << HEAP_UNIT_SHIFT;
+    *mapped =
+        ((size_t)(w >> 32) << HEAP_UNIT_SHIFT) + atomic_load_explicit(&direct_bytes, memory_order_relaxed);
     *not_resident = (size_t)(uint32_t)w << HEAP_UNIT_SHIFT;
 }
 
-void ebbi_os_heap_adopt(size_t size, bool fresh) { heap_count((int64_t)size, fresh ? (int64_t)size : 0); }
+bool ebbi_os_heap_room(size_t size) {
+    uint64_t units = atomic_load_explicit(&heap_word, memory_order_relaxed) >> 32;
+    return size <= (HEAP_UNITS_MAX - units) << HEAP_UNIT_SHIFT;
+}
 
-void ebbi_os_heap_forget(size_t size, size_t not_resident) {
-    heap_count(-(int64_t)size, -(int64_t)not_resident);
+void ebbi_os_heap_adopt(size_t size) { heap_count((int64_t)size, (int64_t)size); }
+
+void ebbi_os_direct_count(int64_t delta) {
+    atomic_fetch_add_explicit(&direct_bytes, (uint64_t)delta, memory_order_relaxed);
 }
 
 int ebbi_os_heap_release(void *p, size_t size) {
@@ -229,9 +248,9 @@ int ebbi_os_heap_release(void *p, size_t size) {
 void ebbi_os_heap_reuse(size_t size) { heap_count(0, -(int64_t)size); }
 void ebbi_os_heap_gave_back(size_t size) { heap_count(0, (int64_t)size); }
 
-void *ebbi_os_heap_remap(void *p, size_t old_size, size_t new_size, void *to) {
+void *ebbi_os_direct_remap(void *p, size_t old_size, size_t new_size, void *to) {
     void *q = ebbi_os_remap(p, old_size, new_size, to);
-    if (q) heap_count((int64_t)new_size - (int64_t)old_size, 0); /* `to` was never adopted */
+    if (q) ebbi_os_direct_count((int64_t)new_size - (int64_t)old_size); /* `to` was never counted */
     return q;
 }
 

@@ -388,10 +388,10 @@ static bool grow(size_t npages, size_t align_pages) {
     const size_t huge = ebbi_huge_size; /* a multiple of the kernel page */
     size_t need = (npages + (align_pages > 1 ? align_pages : 0)) << EBB_PAGE_SHIFT;
     size_t size = need < huge * 2 ? huge * 2 : round_up(need, huge);
-    void *p = ebbi_os_map_aligned(size, huge);
+    void *p = ebbi_os_heap_room(size) ? ebbi_os_map_aligned(size, huge) : NULL;
     if (!p) { /* the kernel refused a generous chunk: try exactly what is needed */
         size = map_round(need);
-        p = ebbi_os_map_aligned(size, EBB_PAGE);
+        p = size && ebbi_os_heap_room(size) ? ebbi_os_map_aligned(size, EBB_PAGE) : NULL;
         if (!p) return false;
     }
     if (ebbi_thp_refused) ebbi_os_hugepage_hint(p, size, false);
@@ -402,7 +402,7 @@ static bool grow(size_t npages, size_t align_pages) {
         return false;
     }
     ebbi_ph_stats.mapped += size;
-    ebbi_os_heap_adopt(size, true);
+    ebbi_os_heap_adopt(size);
     s->start = (uintptr_t)p;
     s->npages = size >> EBB_PAGE_SHIFT;
     insert_free(s, true, 0, AT_TAIL);
@@ -711,7 +711,7 @@ struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align) {
     ebbi_ph_stats.mapped += len;
     ebbi_ph_stats.mapped_count++;
     ebbi_ph_stats.mapped_direct += len;
-    ebbi_os_heap_adopt(len, false); /* in use at once */
+    ebbi_os_direct_count((int64_t)len); /* in use at once */
     size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
     if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
     ebbi_unlock(&ebbi_ph_lock);
@@ -724,7 +724,7 @@ void ebbi_mapped_free(struct ebb_span *s) {
     ebbi_ph_stats.mapped -= s->map_size;
     ebbi_ph_stats.mapped_count--;
     ebbi_ph_stats.mapped_direct -= s->map_size;
-    ebbi_os_heap_forget(s->map_size, 0);
+    ebbi_os_direct_count(-(int64_t)s->map_size);
     ebbi_unlock(&ebbi_ph_lock);
     ebbi_os.unmap((void *)s->start, s->map_size);
     ebbi_span_delete(s);
@@ -744,10 +744,10 @@ bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
      * it may hand it to another thread's mapping. */
     ebbi_lock(&ebbi_ph_lock);
     ebbi_pm_clear_span(s);
-    void *to = NULL, *q = ebbi_os_heap_remap((void *)s->start, s->map_size, len, NULL);
+    void *to = NULL, *q = ebbi_os_direct_remap((void *)s->start, s->map_size, len, NULL);
     if (!q && !ebbi_os_refused_for_good(EBB_REFUSED_REMAP) && (to = ebbi_os_map_aligned(len, EBB_PAGE)) &&
         ebbi_pm_ensure((uintptr_t)to, len))
-        q = ebbi_os_heap_remap((void *)s->start, s->map_size, len, to);
+        q = ebbi_os_direct_remap((void *)s->start, s->map_size, len, to);
     if (!q) {
         ebbi_pm_set_span(s);
         ebbi_unlock(&ebbi_ph_lock);

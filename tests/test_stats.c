@@ -278,13 +278,43 @@ static void racy_within_tolerance(void **st) {
     check_exact("threads joined");
 }
 
+/* ---------------------------------------------------------------- beyond 16 TiB
+ * Blocks with mappings of their own are counted apart from the page heap's 4 KiB units,
+ * so that a program may map more than 16 TiB of them (sparse callocs where the kernel
+ * overcommits) and the counts still decode; the page heap itself stops growing at 16 TiB
+ * (ebbi_os_heap_room says how much is left, to the unit).  No memory is mapped here: the
+ * OS layer's counts are moved as a 20 TiB mapping would move them, then moved back. */
+static void counts_beyond_16_tib(void **st) {
+    (void)st;
+    start();
+    size_t m0, g0, m1, g1;
+    ebbi_os_heap_counts(&m0, &g0);
+    const size_t huge = (size_t)20 << 40;
+    ebbi_os_direct_count((int64_t)huge);
+    ebbi_os_heap_counts(&m1, &g1);
+    ebbi_os_direct_count(-(int64_t)huge);
+    assert_int_equal(m1 - m0, huge);
+    assert_int_equal(g1, g0);
+    ebbi_os_heap_counts(&m1, &g1);
+    assert_int_equal(m1, m0);
+    /* the page heap's room: 16 TiB less its chunks, to the 4 KiB unit */
+    struct ebb_page_heap_stats ph;
+    ebbi_page_heap_stats(&ph);
+    size_t chunks = ph.mapped - ph.mapped_direct, left = ((size_t)1 << 44) - 4096 - chunks;
+    assert_true(ebbi_os_heap_room(left));
+    assert_false(ebbi_os_heap_room(left + 4096));
+    assert_false(ebbi_os_heap_room((size_t)1 << 44));
+    assert_true(ebbi_os_heap_room(2 * MiB));
+    check_exact("after the counts went back");
+}
+
 int main(void) {
     ebb_free(ebb_malloc(1));
     ebb_mallopt(M_MMAP_THRESHOLD, 64 << 20);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_kind_of_step),    cmocka_unit_test(pinned_pages_out_and_back),
         cmocka_unit_test(refused_release),       cmocka_unit_test(kernel_agrees),
-        cmocka_unit_test(racy_within_tolerance),
+        cmocka_unit_test(racy_within_tolerance), cmocka_unit_test(counts_beyond_16_tib),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
