@@ -94,6 +94,8 @@ void *ebbi_os_remap(void *p, size_t old_size, size_t new_size, void *to); /* lik
  * new size counted, `to` never counted).  ebbi_os_heap_counts reads mapped (both kinds)
  * and not resident. */
 bool ebbi_os_heap_room(size_t size);
+extern size_t ebbi_os_heap_max; /* 16 TiB; lowered by tests */
+size_t ebbi_os_direct_bytes(void);
 void ebbi_os_heap_adopt(size_t size);
 int ebbi_os_heap_release(void *p, size_t size);
 void ebbi_os_heap_reuse(size_t size);

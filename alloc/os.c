@@ -228,10 +228,19 @@ void ebbi_os_heap_counts(size_t *mapped, size_t *not_resident) {
     *not_resident = (size_t)(uint32_t)w << HEAP_UNIT_SHIFT;
 }
 
+/* The most the page heap's chunks may come to: what the tally holds; a test lowers it
+ * (before it allocates, or while no other thread does), to see the limit work. */
+size_t ebbi_os_heap_max = (size_t)HEAP_UNITS_MAX << HEAP_UNIT_SHIFT;
+
 bool ebbi_os_heap_room(size_t size) {
-    uint64_t units = atomic_load_explicit(&heap_word, memory_order_relaxed) >> 32;
-    return size <= (HEAP_UNITS_MAX - units) << HEAP_UNIT_SHIFT;
+    size_t chunks = (size_t)(atomic_load_explicit(&heap_word, memory_order_relaxed) >> 32) << HEAP_UNIT_SHIFT;
+    size_t max = ebbi_os_heap_max < ((size_t)HEAP_UNITS_MAX << HEAP_UNIT_SHIFT)
+                     ? ebbi_os_heap_max
+                     : (size_t)HEAP_UNITS_MAX << HEAP_UNIT_SHIFT;
+    return chunks <= max && size <= max - chunks;
 }
+
+size_t ebbi_os_direct_bytes(void) { return atomic_load_explicit(&direct_bytes, memory_order_relaxed); }
 
 void ebbi_os_heap_adopt(size_t size) { heap_count((int64_t)size, (int64_t)size); }
 

@@ -9,8 +9,9 @@
  *   of free objects that central.c gave back (released); LARGE and MAPPED spans are
  *   in_use.  Metadata is ebbmalloc's own records.
  * Two sides are counted, each where it changes, and neither is derived from the other:
- *   the whole: os.c keeps the kernel's side of the heap's memory (mappings adopted and
- *   forgotten, pages given back and taken back: ebbi_os_heap_counts); metadata is counted
+ *   the whole: os.c keeps the kernel's side of the heap's memory (the page heap's chunks
+ *   as they are mapped, blocks' own mappings as they are mapped, resized and unmapped,
+ *   pages given back and taken back: ebbi_os_heap_counts); metadata is counted
  *   by meta.c and pagemap.c where their records are mapped and given back.  resident =
  *   heap mapped - heap not resident + metadata, released = heap not resident, mapped =
  *   heap mapped + metadata.
@@ -133,6 +134,8 @@ const char *ebbi_stats_verify(void) {
     size_t heap_mapped, heap_gone;
     snapshot(&ph, &ct, &heap_mapped, &heap_gone);
     if (ph.mapped != heap_mapped) return "the page heap's mapped bytes differ from the OS layer's";
+    if (ph.mapped_direct != ebbi_os_direct_bytes())
+        return "the bytes of blocks with mappings of their own differ from the OS layer's";
     if (ph.released - ph.releasing + ct.released != heap_gone)
         return "released bytes differ from the OS layer's";
     if (ph.small != ct.span_bytes) return "SMALL span bytes differ between page heap and central lists";

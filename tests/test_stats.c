@@ -306,6 +306,41 @@ static void counts_beyond_16_tib(void **st) {
     assert_false(ebbi_os_heap_room((size_t)1 << 44));
     assert_true(ebbi_os_heap_room(2 * MiB));
     check_exact("after the counts went back");
+
+    /* The page heap at its limit (lowered here to the chunks it has): a big block that no
+     * free span fits gets a mapping of its own, and blocks of a small class fail with
+     * ENOMEM once the free spans are used up, until the limit is back. */
+    const size_t small = 200000; /* one block per span */
+    size_t most = chunks / small + 64, got = 0;
+    void **v = ebb_malloc(most * sizeof *v);
+    assert_non_null(v);
+    int64_t threshold = ebbi_opt(EBB_OPT_MMAP_THRESHOLD);
+    size_t keep = ebbi_os_heap_max, n = chunks + 8 * MiB;
+    ebbi_options_set(EBB_OPT_MMAP_THRESHOLD, (int64_t)(2 * n));
+    ebbi_os_heap_max = chunks;
+    void *big = take(n);
+    struct ebb_page_heap_stats ph2;
+    ebbi_page_heap_stats(&ph2);
+    assert_int_equal(ph2.mapped - ph2.mapped_direct, chunks); /* no new chunk */
+    assert_true(ph2.mapped_direct >= ph.mapped_direct + n);   /* its own mapping */
+    assert_ptr_equal(ebbi_pm_span((uintptr_t)big)->state, SPAN_MAPPED);
+    errno = 0;
+    while (got < most && (v[got] = ebb_malloc(small))) got++;
+    assert_true(got < most);
+    assert_int_equal(errno, ENOMEM);
+    ebbi_page_heap_stats(&ph2);
+    assert_int_equal(ph2.mapped - ph2.mapped_direct, chunks);
+    ebbi_os_heap_max = keep;
+    void *more = ebb_malloc(small);
+    assert_non_null(more); /* the page heap grows again */
+    ebb_free(more);
+    for (size_t i = 0; i < got; i++) ebb_free(v[i]);
+    ebb_free(v);
+    ebbi_options_set(EBB_OPT_MMAP_THRESHOLD, threshold);
+    printf("# at the limit: a %zu MiB block mapped on its own, %zu blocks of %zu bytes, then ENOMEM\n",
+           n >> 20, got, small);
+    drop_all();
+    check_exact("after the limit");
 }
 
 int main(void) {
