@@ -13,7 +13,7 @@
  * is of this machine, so the case never arises and native runs stay strict.
  *
  * The deadline is EBB_TEST_CHILD_S seconds (20; tests/arm64.sh sets more under emulation).
- * Header-only; each test includes it once. */
+ * Header-only (each test includes it once); /proc is read through lib/procfs. */
 #ifndef EBB_TEST_FORK_H
 #define EBB_TEST_FORK_H
 #include <signal.h>
@@ -25,19 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { EBB_CHILD_HUNG = -1, EBB_CHILD_IN_EMULATOR = -2, EBB_EMULATOR_RETRIES = 6 };
+#include "procfs.h"
 
-static void ebb_fork_read_proc(pid_t pid, const char *name, char *buf, size_t n) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
-    buf[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    size_t k = fread(buf, 1, n - 1, f);
-    buf[k] = 0;
-    if (k && buf[k - 1] == '\n') buf[k - 1] = 0;
-    fclose(f);
-}
+enum { EBB_CHILD_HUNG = -1, EBB_CHILD_IN_EMULATOR = -2, EBB_EMULATOR_RETRIES = 6 };
 
 /* The ELF machine of a file, or -1. */
 static int ebb_elf_machine(const char *path) {
@@ -57,20 +47,23 @@ static int ebb_elf_machine(const char *path) {
 static bool ebb_waits_in_emulator(pid_t pid, const char *sc) {
     unsigned long nr = 0, arg = 0;
     if (sscanf(sc, "%lu %lx", &nr, &arg) != 2) return false;
-    char path[64], line[512], file[400];
+    char path[64], file[400];
     snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
-    FILE *f = fopen(path, "r");
+    char *maps = NULL;
+    size_t cap = 0;
+    if (procfs_read(path, &maps, &cap, NULL) < 0) return false;
     bool emu = false;
     int mine = ebb_elf_machine("/proc/self/exe");
-    while (f && fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %399s", &lo, &hi, file) == 3 && arg >= lo && arg < hi) {
-            int m = ebb_elf_machine(file);
-            emu = mine > 0 && m > 0 && m != mine;
-            fprintf(stderr, "  %#lx is in: %s", arg, line);
-        }
+    struct procfs_map m;
+    for (const char *cur = maps; procfs_maps_next(&cur, &m);) {
+        if (arg < m.start || arg >= m.end) continue;
+        snprintf(file, sizeof file, "%.*s", (int)m.path_len, m.path);
+        int k = file[0] ? ebb_elf_machine(file) : -1;
+        emu = mine > 0 && k > 0 && k != mine;
+        fprintf(stderr, "  %#lx is in %#llx-%#llx %s %s\n", arg, (unsigned long long)m.start,
+                (unsigned long long)m.end, m.perms, file[0] ? file : "(anonymous)");
     }
-    if (f) fclose(f);
+    free(maps);
     return emu;
 }
 
@@ -97,18 +90,20 @@ static int ebb_wait_child(pid_t pid, const char *(*where)(void)) {
     }
     /* What the kernel says of it: state and CPU time (a spinning child runs, one that
      * waits sleeps), where it sleeps, and its system call. */
-    char st[512], wchan[64], sc[128];
-    ebb_fork_read_proc(pid, "stat", st, sizeof st);
-    ebb_fork_read_proc(pid, "wchan", wchan, sizeof wchan);
-    ebb_fork_read_proc(pid, "syscall", sc, sizeof sc);
-    const char *after = strrchr(st, ')');
-    char state = after && after[1] ? after[2] : '?';
-    unsigned long ut = 0, stt = 0;
-    if (after) sscanf(after + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stt);
+    char st[512] = "", wchan[64] = "", sc[128] = "", path[64];
+    struct procfs_stat ps = {.state = '?'};
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (procfs_read_buf(path, st, sizeof st)) procfs_parse_stat(st, &ps);
+    snprintf(path, sizeof path, "/proc/%d/wchan", (int)pid);
+    procfs_read_buf(path, wchan, sizeof wchan);
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+    procfs_read_buf(path, sc, sizeof sc);
+    sc[strcspn(sc, "\n")] = 0;
     fprintf(stderr,
-            "fork child %d did not end in %ld s, stuck at: %s (state %c, cpu %lu+%lu ticks, wchan %s, "
+            "fork child %d did not end in %ld s, stuck at: %s (state %c, cpu %llu+%llu ticks, wchan %s, "
             "syscall %s)\n",
-            (int)pid, limit_ms / 1000, where ? where() : "?", state, ut, stt, wchan, sc);
+            (int)pid, limit_ms / 1000, where ? where() : "?", ps.state, (unsigned long long)ps.utime,
+            (unsigned long long)ps.stime, wchan, sc);
     bool emulator = ebb_waits_in_emulator(pid, sc);
     if (emulator) fprintf(stderr, "  it waits for a lock of the emulator's own\n");
     kill(pid, SIGKILL);

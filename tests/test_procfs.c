@@ -120,6 +120,7 @@ static void test_stat(void **state) {
     assert_int_equal(procfs_parse_stat(text, &st), 0);
     assert_string_equal(st.comm, "my (odd) prog");
     assert_int_equal(st.state, 'S');
+    assert_true(st.utime == 12 && st.stime == 3);
     assert_true(st.start_time == 8123456);
     assert_int_equal(procfs_parse_stat("4242 (x) S 1 2", &st), -1); /* cut short */
     assert_int_equal(procfs_parse_stat("no parentheses", &st), -1);

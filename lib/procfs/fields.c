@@ -64,6 +64,8 @@ int procfs_parse_stat(const char *text, struct procfs_stat *out) {
     for (int field = 3; field < 22 && f; field++) {
         f = strchr(f, ' ');
         if (f) f++;
+        if (f && field == 13) out->utime = strtoull(f, NULL, 10); /* f is field 14 now */
+        if (f && field == 14) out->stime = strtoull(f, NULL, 10);
     }
     if (!f) return -1;
     out->start_time = strtoull(f, NULL, 10);

@@ -60,6 +60,8 @@ int procfs_parse_smaps_rollup(const char *text, struct procfs_rollup *out);
 struct procfs_stat {
     char comm[64];
     char state;          /* 'R', 'S', 'Z', ... */
+    uint64_t utime;      /* field 14, clock ticks in user mode */
+    uint64_t stime;      /* field 15, in the kernel */
     uint64_t start_time; /* field 22, clock ticks after boot */
 };
 /* /proc/PID/stat text (comm may hold spaces and parentheses).  0 or -1. */
