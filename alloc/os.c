@@ -229,15 +229,13 @@ void ebbi_os_heap_counts(size_t *mapped, size_t *not_resident) {
 }
 
 /* The most the page heap's chunks may come to: what the tally holds; a test lowers it
- * (before it allocates, or while no other thread does), to see the limit work. */
+ * (before it allocates, or while no other thread does), to see the limit work.  Never
+ * raised above this. */
 size_t ebbi_os_heap_max = (size_t)HEAP_UNITS_MAX << HEAP_UNIT_SHIFT;
 
 bool ebbi_os_heap_room(size_t size) {
     size_t chunks = (size_t)(atomic_load_explicit(&heap_word, memory_order_relaxed) >> 32) << HEAP_UNIT_SHIFT;
-    size_t max = ebbi_os_heap_max < ((size_t)HEAP_UNITS_MAX << HEAP_UNIT_SHIFT)
-                     ? ebbi_os_heap_max
-                     : (size_t)HEAP_UNITS_MAX << HEAP_UNIT_SHIFT;
-    return chunks <= max && size <= max - chunks;
+    return chunks <= ebbi_os_heap_max && size <= ebbi_os_heap_max - chunks;
 }
 
 size_t ebbi_os_direct_bytes(void) { return atomic_load_explicit(&direct_bytes, memory_order_relaxed); }
