@@ -173,8 +173,9 @@ struct ebb_span *ebbi_large_span(size_t n, size_t align, bool zero) {
     } else {
         size_t np = (n + EBB_PAGE - 1) >> EBB_PAGE_SHIFT;
         s = ebbi_page_alloc(np ? np : 1, align > EBB_PAGE ? align >> EBB_PAGE_SHIFT : 1);
-        /* The page heap may not grow any more (os.c): a mapping of its own still can. */
-        if (!s && !ebbi_os_heap_room(np << EBB_PAGE_SHIFT)) s = ebbi_mapped_alloc(n, align);
+        /* The page heap could not serve it (at its limit, os.c, or the kernel refused a
+         * chunk): a mapping of its own may still be had. */
+        if (!s) s = ebbi_mapped_alloc(n, align);
     }
     if (s && zero && !s->zeroed) memset((void *)s->start, 0, n);
     return s;

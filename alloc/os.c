@@ -235,6 +235,7 @@ size_t ebbi_os_heap_max = (size_t)HEAP_UNITS_MAX << HEAP_UNIT_SHIFT;
 
 bool ebbi_os_heap_room(size_t size) {
     size_t chunks = (size_t)(atomic_load_explicit(&heap_word, memory_order_relaxed) >> 32) << HEAP_UNIT_SHIFT;
+    ebb_assert(ebbi_os_heap_max <= (size_t)HEAP_UNITS_MAX << HEAP_UNIT_SHIFT);
     return chunks <= ebbi_os_heap_max && size <= ebbi_os_heap_max - chunks;
 }
 
