@@ -972,6 +972,11 @@ const struct ebb_prof_header *ebbi_prof_header(void);         /* NULL until the 
  * allocation function outward: at most max; returns how many. */
 int ebbi_unwind(uint64_t *out, int max);
 void ebbi_unwind_fork_child(void);
+/* How walks found their thread's stack (tests): reads of /proc/self/maps by a thread for
+ * its own stack, and lookups in the table shared by all threads that held. */
+void ebbi_unwind_counts(uint64_t *maps_reads, uint64_t *table_hits);
+/* The stack range a walk from the caller's frame may read (tests). */
+bool ebbi_unwind_stack_bounds(uintptr_t *lo, uintptr_t *hi);
 
 /* ---------------------------------------------------------------- init.c */
 /* 0 none, 1 running, 2 done.  Everything initialisation writes (options, the link

@@ -13,7 +13,9 @@
  * outside every known object and outside every known anonymous executable mapping
  * (JIT code).  Memory is never read on trust:
  *   - stack slots (saved registers, return addresses, what expressions dereference)
- *     only inside the thread's stack mappings, as /proc/self/maps showed them;
+ *     only inside the thread's stack mapping, as /proc/self/maps showed it, from the
+ *     walk's stack pointer up, and only after every kernel page of that part was read
+ *     through process_vm_readv (see "the thread's stack" below);
  *   - unwind tables only inside the segment of their object that holds .eh_frame_hdr,
  *     after the object was checked in this walk: its first 16 header bytes read through
  *     process_vm_readv on the process itself (EFAULT, not SIGSEGV, if a dlclose unmapped
@@ -53,10 +55,12 @@
 
 #define UW_MODULES 512
 #define UW_ANON 64
-#define UW_VERIFY 16   /* objects checked per walk */
-#define UW_RESCANS 32  /* rescans per second at most (garbage return addresses) */
-#define UW_SKIP_MAX 24 /* allocator frames are among the first this many */
-#define UW_REMEMBER 4  /* DW_CFA_remember_state depth */
+#define UW_STACKS 4096  /* readable anonymous mappings a table knows: where stacks may be */
+#define UW_PROBE_MAX 64 /* kernel pages of a stack probed at one lookup at most */
+#define UW_VERIFY 16    /* objects checked per walk */
+#define UW_RESCANS 32   /* rescans per second at most (garbage return addresses) */
+#define UW_SKIP_MAX 24  /* allocator frames are among the first this many */
+#define UW_REMEMBER 4   /* DW_CFA_remember_state depth */
 
 struct uw_range {
     uintptr_t lo, hi;
@@ -75,9 +79,12 @@ struct uw_module {
 
 struct uw_table {
     _Atomic int readers;
-    unsigned n_mod, n_anon;
+    unsigned n_mod, n_anon, n_stk;
     struct uw_module mod[UW_MODULES]; /* sorted by text_lo */
     struct uw_range anon[UW_ANON];    /* executable mappings that are no ELF object */
+    /* Readable, not executable anonymous mappings (thread stacks among them), sorted and
+     * disjoint as the maps list them; the first UW_STACKS only. */
+    struct uw_range stk[UW_STACKS];
 };
 
 static struct uw_table *uw_buf[2];
@@ -93,17 +100,26 @@ static _Atomic unsigned uw_unknown_pos;
 /* Maps text for rescans; used only by the thread that holds uw_scanning. */
 static char uw_maps_buf[8192];
 
-/* The thread's stack mappings: where stack reads are allowed.  [0] is where the last
- * walk started; [1] the one before (a signal stack and the thread's stack). */
+/* The thread's stacks: where stack reads are allowed, each the part of a stack mapping
+ * from the lowest kernel page probed (see stack_range) to the mapping's end.  [0] is
+ * where the last walk started; [1] the one before (a signal stack and the thread's
+ * stack).  Written by this thread only; see tl_set for a walk in a signal handler. */
 static EBB_TLS struct uw_range tl_stack[2];
+/* How stacks were found (tests, ebbi_unwind_counts): /proc/self/maps read by one thread
+ * for its own stack, and lookups in the shared table that held. */
+static _Atomic uint64_t uw_maps_reads, uw_stack_hits;
 
 /* ---------------------------------------------------------------- memory reads */
+static int self_pid(void) { /* for process_vm_readv on ourselves */
+    int pid = atomic_load_explicit(&uw_pid, memory_order_relaxed);
+    if (!pid) atomic_store_explicit(&uw_pid, pid = ebbi_os_getpid(), memory_order_relaxed);
+    return pid;
+}
+
 /* Reads n bytes at src through the kernel: 0 if they were all readable. */
 static int safe_copy(void *dst, uintptr_t src, size_t n) {
     if (atomic_load_explicit(&uw_safe_read, memory_order_relaxed)) {
-        int pid = atomic_load_explicit(&uw_pid, memory_order_relaxed);
-        if (!pid) atomic_store_explicit(&uw_pid, pid = ebbi_os_getpid(), memory_order_relaxed);
-        long r = ebbi_os_read_mem(pid, dst, (const void *)src, n);
+        long r = ebbi_os_read_mem(self_pid(), dst, (const void *)src, n);
         if (r == (long)n) return 0;
         if (r != EBB_READ_UNSUPPORTED) return -1;
         atomic_store_explicit(&uw_safe_read, 0, memory_order_relaxed);
@@ -398,7 +414,7 @@ static void add_group(struct uw_table *t, const struct group *g, uintptr_t self_
 static bool scan_into(struct uw_table *t) {
     struct maps_reader m;
     if (!maps_open(&m, uw_maps_buf, sizeof uw_maps_buf)) return false;
-    t->n_mod = t->n_anon = 0;
+    t->n_mod = t->n_anon = t->n_stk = 0;
     const uintptr_t self_pc = (uintptr_t)&scan_into;
     static struct group g; /* under uw_scanning */
     g.n = 0;
@@ -412,8 +428,11 @@ static bool scan_into(struct uw_table *t) {
         }
         if (!l.inode) {
             /* an anonymous mapping inside or after an object (its .bss, a gap) leaves
-             * the group open; executable anonymous memory is JIT code */
+             * the group open; executable anonymous memory is JIT code, readable data
+             * may be a thread's stack */
             if (exec) add_anon(t, l.lo, l.hi);
+            else if (l.perms[0] == 'r' && t->n_stk < UW_STACKS)
+                t->stk[t->n_stk++] = (struct uw_range){l.lo, l.hi};
             continue;
         }
         add_group(t, &g, self_pc);
@@ -1301,18 +1320,138 @@ static bool entry_fn(uintptr_t fn) {
     return false;
 }
 
-static bool stack_range(struct walk *w, uintptr_t sp) {
+/* ---------------------------------------------------------------- the thread's stack
+ * A walk reads stack slots only in [lo, hi) of the stack it runs on: hi the end of the
+ * mapping that holds its stack pointer, lo at or below that stack pointer's kernel
+ * page.  Each thread keeps the ranges it found (tl_stack).  A thread's first walk finds
+ * its stack in the module table's list of anonymous mappings, which all threads share:
+ * one read of /proc/self/maps serves every thread whose stack that scan saw, where each
+ * thread used to read the maps for itself (O(threads x mappings) in all: 40 M
+ * instructions for 256 threads in ebb-bench's threads-256).
+ *
+ * The table may be stale: the mapping it lists may have been unmapped since, and
+ * another mapped across its place (a new thread's stack where an old one was).  So the
+ * part a walk may read, from the stack pointer's kernel page to hi, is read first, 8
+ * bytes of every kernel page, through process_vm_readv (an unmapped or unreadable page
+ * fails with EFAULT, never with a fault).  Then: the stack pointer is in this thread's
+ * stack now (the thread runs on it), every page from it up to hi was readable a moment
+ * ago, and the table saw them as one mapping with it.  That is the trust a read of the
+ * maps by the thread itself gave, and kept for the thread's life: a moment's view of a
+ * mapping, perhaps merged with a neighbour.  A later walk from deeper down probes only
+ * the pages it adds below lo.  A lookup that misses, or whose probe fails, rescans the
+ * table once (one thread scans, rate-limited with the module rescans) and looks again;
+ * failing that the thread reads the maps for itself, as before.  So does a thread where
+ * process_vm_readv is refused (nothing to probe with), or whose range would take more
+ * than UW_PROBE_MAX probes (a first walk deep down a stack).
+ *
+ * Ordering: the list is written by the scanning thread before it publishes the table,
+ * and never while a reader has it (the table's reader count, seq_cst, see above), so a
+ * thread that acquired the table reads it whole, on arm64 too.  A fork child keeps the
+ * table and its thread's ranges: it has the parent's mappings, the other threads'
+ * stacks included (they stay mapped), and what changes after is caught by the probe. */
+
+/* Every kernel page of [lo, hi) was readable a moment ago (8 bytes of each read through
+ * the kernel).  False where one was not, and where process_vm_readv cannot be used. */
+static bool pages_readable(uintptr_t lo, uintptr_t hi) {
+    if (!atomic_load_explicit(&uw_safe_read, memory_order_relaxed)) return false;
+    const size_t ps = ebbi_os_page_size();
+    for (uintptr_t a = lo & ~(uintptr_t)(ps - 1); a < hi; a += ps) {
+        uint64_t v;
+        long r = ebbi_os_read_mem(self_pid(), &v, (const void *)a, sizeof v);
+        if (r == EBB_READ_UNSUPPORTED) atomic_store_explicit(&uw_safe_read, 0, memory_order_relaxed);
+        if (r != (long)sizeof v) return false;
+    }
+    return true;
+}
+
+/* The table's mapping that holds sp, or NULL. */
+static const struct uw_range *table_stack(const struct uw_table *t, uintptr_t sp) {
+    unsigned lo = 0, hi = t->n_stk;
+    while (lo < hi) {
+        unsigned mid = (lo + hi) / 2;
+        if (t->stk[mid].lo <= sp) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo && sp < t->stk[lo - 1].hi ? &t->stk[lo - 1] : NULL;
+}
+
+/* sp's stack from the table, its pages probed: [sp's kernel page, the mapping's end).
+ * Pages of a range this thread probed already (same end, higher lo) are not read again. */
+static bool table_range(const struct uw_table *t, uintptr_t sp, struct uw_range *r) {
+    const struct uw_range *m = t ? table_stack(t, sp) : NULL;
+    if (!m) return false;
+    const size_t ps = ebbi_os_page_size();
+    uintptr_t lo = sp & ~(uintptr_t)(ps - 1), to = m->hi;
+    for (int i = 0; i < 2; i++)
+        if (tl_stack[i].hi == m->hi && tl_stack[i].lo > lo && tl_stack[i].lo < to) to = tl_stack[i].lo;
+    if ((to - lo) / ps > UW_PROBE_MAX || !pages_readable(lo, to)) return false;
+    *r = (struct uw_range){lo, m->hi};
+    return true;
+}
+
+/* A walk in a signal handler that interrupted this thread's walk reads tl_stack too:
+ * an entry is emptied (hi 0 holds no address) before its bounds change, then filled lo
+ * first and hi last, so that the handler sees the old range, none, or the new one,
+ * never a mix.  Only this thread writes it: signal fences keep the compiler's order. */
+static void tl_set(int i, struct uw_range r) {
+    tl_stack[i].hi = 0;
+    atomic_signal_fence(memory_order_seq_cst);
+    tl_stack[i].lo = r.lo;
+    atomic_signal_fence(memory_order_seq_cst);
+    tl_stack[i].hi = r.hi;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+/* The stacks the walk may read, the one holding sp first.  The walk holds the table
+ * (w->tab), which a rescan here replaces (*rescanned: the one rescan of this walk);
+ * false, with w->tab perhaps NULL, when sp's stack cannot be found. */
+static bool stack_range(struct walk *w, uintptr_t sp, bool *rescanned) {
     for (int i = 0; i < 2; i++)
         if (sp >= tl_stack[i].lo && sp < tl_stack[i].hi) {
             w->stk[0] = tl_stack[i], w->stk[1] = tl_stack[!i];
             return true;
         }
     struct uw_range r;
-    if (!find_mapping(sp, &r)) return false;
-    tl_stack[1] = tl_stack[0];
-    tl_stack[0] = r;
-    w->stk[0] = tl_stack[0], w->stk[1] = tl_stack[1];
+    bool found = table_range(w->tab, sp, &r);
+    if (!found && !*rescanned && rescan_allowed()) {
+        *rescanned = true;
+        if (refresh(w->tab)) {
+            table_release(w->tab);
+            w->tab = table_acquire();
+            w->nchecked = 0;
+            found = table_range(w->tab, sp, &r);
+        }
+    }
+    if (found) {
+        atomic_fetch_add_explicit(&uw_stack_hits, 1, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&uw_maps_reads, 1, memory_order_relaxed);
+        if (!find_mapping(sp, &r)) return false;
+    }
+    int i = tl_stack[1].hi == r.hi; /* the same stack, deeper: its entry grows */
+    if (!i && tl_stack[0].hi != r.hi) tl_set(1, tl_stack[0]);
+    tl_set(i, r);
+    w->stk[0] = tl_stack[i], w->stk[1] = tl_stack[!i];
     return true;
+}
+
+bool ebbi_unwind_stack_bounds(uintptr_t *lo, uintptr_t *hi) {
+    struct walk w;
+    bool rescanned = false, ok;
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+    w.nchecked = 0;
+    if (!(w.tab = table_acquire())) {
+        refresh(NULL);
+        if (!(w.tab = table_acquire())) return false;
+    }
+    if ((ok = stack_range(&w, sp, &rescanned))) *lo = w.stk[0].lo, *hi = w.stk[0].hi;
+    table_release(w.tab);
+    return ok;
+}
+
+void ebbi_unwind_counts(uint64_t *maps_reads, uint64_t *table_hits) {
+    *maps_reads = atomic_load_explicit(&uw_maps_reads, memory_order_relaxed);
+    *table_hits = atomic_load_explicit(&uw_stack_hits, memory_order_relaxed);
 }
 
 #if UW_NREG
@@ -1363,15 +1502,18 @@ EBB_NOINLINE int ebbi_unwind(uint64_t *out, int max) {
     CAPTURE(w.r, pc);
     w.pc = pc;
     w.exact = true;
-    if (!stack_range(&w, w.r[UW_SP])) return 0;
     if (!(w.tab = table_acquire())) {
         refresh(NULL);
         if (!(w.tab = table_acquire())) return 0;
     }
+    bool rescanned = false;
+    if (!stack_range(&w, w.r[UW_SP], &rescanned) || !w.tab) {
+        table_release(w.tab);
+        return 0;
+    }
     uint64_t raw[UW_RAW];
     bool alloc[UW_RAW];
     int n = 0, skip = 0;
-    bool rescanned = false;
     for (;;) {
         bool record = !w.exact || n; /* every frame but the capture point: a return address */
         struct row row;

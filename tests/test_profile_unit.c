@@ -6,6 +6,7 @@
  * library; run with EBB_PROF_SAMPLE=256K. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <setjmp.h>
@@ -357,6 +359,100 @@ static void table_without_dev_shm_is_anonymous(void **state) {
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+
+/* ---------------------------------------------------------------- the thread's stack
+ * A walk reads stack slots only inside its thread's stack.  New threads find their
+ * stacks in the table of mappings all threads share, not by reading /proc/self/maps
+ * each; an entry of that table that went stale is probed, not trusted. */
+#define STACK_THREADS 16
+
+struct stack_seen {
+    pthread_barrier_t *all_there;
+    uintptr_t lo, hi, sp;
+    bool found;
+    int depth;
+};
+
+static void *find_own_stack(void *arg) {
+    struct stack_seen *s = arg;
+    if (s->all_there) pthread_barrier_wait(s->all_there); /* every stack mapped before the first walk */
+    uint64_t frames[8];
+    s->sp = (uintptr_t)__builtin_frame_address(0);
+    s->found = ebbi_unwind_stack_bounds(&s->lo, &s->hi);
+    s->depth = ebbi_unwind(frames, 8);
+    return NULL;
+}
+
+static void new_threads_find_their_stacks_in_the_shared_table(void **state) {
+    (void)state;
+    uintptr_t lo, hi;
+    assert_true(ebbi_unwind_stack_bounds(&lo, &hi)); /* the table exists */
+    uint64_t reads0, hits0, reads1, hits1;
+    ebbi_unwind_counts(&reads0, &hits0);
+    pthread_t th[STACK_THREADS];
+    struct stack_seen seen[STACK_THREADS];
+    pthread_barrier_t b;
+    pthread_barrier_init(&b, NULL, STACK_THREADS);
+    for (int i = 0; i < STACK_THREADS; i++) {
+        seen[i] = (struct stack_seen){.all_there = &b};
+        assert_int_equal(pthread_create(&th[i], NULL, find_own_stack, &seen[i]), 0);
+    }
+    for (int i = 0; i < STACK_THREADS; i++) pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&b);
+    ebbi_unwind_counts(&reads1, &hits1);
+    for (int i = 0; i < STACK_THREADS; i++) {
+        assert_true(seen[i].found);
+        assert_true(seen[i].lo <= seen[i].sp && seen[i].sp < seen[i].hi);
+        assert_true(seen[i].depth > 0);
+    }
+    /* one rescan finds them all (a thread that finds its rescan refused by the rate limit
+     * reads the maps itself: allowed once) */
+    print_message("stacks: %llu maps reads, %llu table lookups for %d threads\n",
+                  (unsigned long long)(reads1 - reads0), (unsigned long long)(hits1 - hits0), STACK_THREADS);
+    assert_true(reads1 - reads0 <= 1);
+    assert_true(hits1 - hits0 >= STACK_THREADS - 1);
+}
+
+/* A thread on a stack of its own (pthread_attr_setstack), and its bounds as the walk sees them. */
+static void run_on_stack(void *stack, size_t size, struct stack_seen *s) {
+    pthread_attr_t a;
+    pthread_t t;
+    *s = (struct stack_seen){0};
+    assert_int_equal(pthread_attr_init(&a), 0);
+    assert_int_equal(pthread_attr_setstack(&a, stack, size), 0);
+    assert_int_equal(pthread_create(&t, &a, find_own_stack, s), 0);
+    pthread_join(t, NULL);
+    pthread_attr_destroy(&a);
+    assert_true(s->found);
+    assert_true(s->depth > 0);
+}
+
+static void a_stale_table_entry_is_probed_not_trusted(void **state) {
+    (void)state;
+    /* small enough that the stale part is probed (UW_PROBE_MAX pages), not refused; an
+     * unreadable page either side, so that the kernel merges it with no neighbour */
+    const size_t size = (size_t)512 << 10, q = size / 4, ps = (size_t)getpagesize();
+    char *r = mmap(NULL, size + 2 * ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(r != MAP_FAILED);
+    char *a = r + ps;
+    assert_int_equal(mprotect(a, size, PROT_READ | PROT_WRITE), 0);
+    struct stack_seen s;
+    uint64_t reads0, hits0, reads1, hits1;
+    ebbi_unwind_counts(&reads0, &hits0);
+    run_on_stack(a, size, &s); /* the table now lists [a, a + size) */
+    ebbi_unwind_counts(&reads1, &hits1);
+    assert_true(hits1 - hits0 == 1 && reads1 == reads0);
+    assert_true(s.hi == (uintptr_t)a + size);
+    /* the mapping goes; a smaller stack takes the middle of its place, unreadable memory
+     * the rest, where the table still lists one readable mapping */
+    assert_true(mmap(a, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == a);
+    assert_int_equal(mprotect(a + q, 2 * q, PROT_READ | PROT_WRITE), 0);
+    run_on_stack(a + q, 2 * q, &s);
+    assert_true(s.lo >= (uintptr_t)a + q && s.lo <= s.sp);
+    assert_true(s.hi == (uintptr_t)a + 3 * q);
+    munmap(r, size + 2 * ps);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(header_is_filled),
@@ -366,6 +462,8 @@ int main(void) {
         cmocka_unit_test(fork_child_has_its_own_table),
         cmocka_unit_test(full_table_overflows_and_reuses),
         cmocka_unit_test(table_without_dev_shm_is_anonymous),
+        cmocka_unit_test(new_threads_find_their_stacks_in_the_shared_table),
+        cmocka_unit_test(a_stale_table_entry_is_probed_not_trusted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
