@@ -99,19 +99,34 @@ static double usable_cpus(void) {
     return q > 0 && q < n ? q : n;
 }
 
-/* Without EBB_THREAD_CACHE_MAX a thread's share is never below TC_PER_THREAD: the total
- * grows to the most threads that had a cache at once times TC_PER_THREAD, up to
- * TC_GROWN_MAX, so that hundreds of threads on a few CPUs (a JVM's pools) do not get a
- * few KiB each and refill and flush their lists at every turn.  The share itself is the
- * CPU-based total over the threads (at least TC_PER_THREAD), not the grown total over
- * them: after a burst of threads, a few steady ones keep the share they had before it,
- * so what all caches may hold follows the threads that have one now, at most
- * max(CPU-based total, threads * TC_PER_THREAD).  The total only grows, under
- * tc_list_lock, with budget_left raised by as much, so for a reader holding that lock
- * (the verifier) budget_left plus the claims never exceeds it; claim() reads neither
- * the total nor this option, only the share and budget_left's CAS, which is the bound. */
-#define TC_PER_THREAD ((int64_t)128 << 10)
-#define TC_GROWN_MAX ((int64_t)32 << 20)
+/* Without EBB_THREAD_CACHE_MAX a thread's share is never below TC_PER_THREAD while the
+ * total allows it: the total grows to the most threads that had a cache at once times
+ * TC_PER_THREAD, up to TC_GROWN_MAX, so that hundreds of threads on a few CPUs (a JVM's
+ * pools) do not get a few KiB each and refill and flush their lists at every turn.  The
+ * share itself is the CPU-based total over the threads (at least TC_PER_THREAD), not the
+ * grown total over them: after a burst of threads, a few steady ones keep the share they
+ * had before it, so what all caches may hold follows the threads that have one now, at
+ * most max(CPU-based total, threads * TC_PER_THREAD).  Beyond TC_GROWN_MAX /
+ * TC_PER_THREAD threads the share is the total over the threads, so that every thread
+ * gets its part (a floor above that let the first threads claim it all and left the
+ * others none).  The total only grows, under tc_list_lock, with budget_left raised by
+ * as much, so for a reader holding that lock (the verifier) budget_left plus the claims
+ * never exceeds it; claim() reads neither the total nor this option, only the share and
+ * budget_left's CAS, which is the bound.
+ *
+ * Why 256 KiB: a list that is taken from and given to at random (a server's request
+ * mix) takes a slow path about once in (room/2 + 1)^2 of its operations, and a thread of
+ * such a mix over blocks of 16 B-2 KiB at 128 KiB had its lists of 1-2 KiB blocks at
+ * room 2 (a slow path every few of their operations) and none for its blocks of 4-16
+ * KiB; ebb-bench's threads-64 took a slow path at 7% of its mallocs and frees there, and
+ * 3.7% at 256 KiB (callgrind), its peak RSS 32 -> 34-35 MiB (glibc 51-53).  Moving room
+ * between a thread's lists by their misses instead (four policies tried) did not lower
+ * the count: a share of 128 KiB is too small for this mix however it is split.  Only
+ * threads that take slow paths claim room, and the caches of threads that sleep are
+ * emptied (idle_detach), so what this costs is held only while that many threads are
+ * busy at once. */
+#define TC_PER_THREAD ((int64_t)256 << 10)
+#define TC_GROWN_MAX ((int64_t)64 << 20)
 static int64_t base_total; /* the CPU-based total, when budget_grows */
 static bool budget_grows;
 
@@ -167,10 +182,11 @@ static void update_share(void) {
     }
     size_t total = (size_t)ebbi_opt(EBB_OPT_THREAD_CACHE_MAX),
            one = (size_t)ebbi_opt(EBB_OPT_THREAD_CACHE_ONE);
-    size_t share = total / (tc_threads ? tc_threads : 1);
-    if (budget_grows) {
-        share = (size_t)base_total / (tc_threads ? tc_threads : 1);
-        if (share < (size_t)TC_PER_THREAD) share = (size_t)TC_PER_THREAD;
+    size_t n = tc_threads ? tc_threads : 1, share = total / n;
+    if (budget_grows) { /* the floor, unless the total (at TC_GROWN_MAX) cannot give it to all */
+        size_t fair = (size_t)base_total / n;
+        if (fair < (size_t)TC_PER_THREAD) fair = (size_t)TC_PER_THREAD;
+        if (fair < share) share = fair;
     }
     atomic_store_explicit(&tc_share, share < one ? share : one, memory_order_relaxed);
 }

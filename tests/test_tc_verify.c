@@ -252,11 +252,76 @@ static void fork_child_budget_is_exact(void **state) {
     }
 }
 
+
+/* Many busy threads on few CPUs: every thread may claim the 256 KiB floor, and past the
+ * most the total gives that many (64 MiB / 256 KiB), each its part of the total, not
+ * the first ones everything.  Each thread fills lists of eleven classes of 1-32 KiB
+ * (more than its share can hold), then, with every thread still alive, counts the room
+ * it claimed. */
+#define SHARE_THREADS 320
+
+struct share_worker {
+    pthread_barrier_t *filled, *counted;
+    size_t claimed;
+    const char *err;
+};
+
+static void *share_work(void *arg) {
+    struct share_worker *w = arg;
+    static const size_t sizes[] = {1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768};
+    void *p[24];
+    ebb_free(ebb_malloc(16));        /* a cache of its own, ... */
+    pthread_barrier_wait(w->filled); /* ... and so has every thread before any claims more */
+    for (int round = 0; round < 8 && !w->err; round++)
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0] && !w->err; k++) {
+            for (int i = 0; i < 24; i++)
+                if (!(p[i] = ebb_malloc(sizes[k]))) w->err = "malloc returned NULL";
+            for (int i = 0; i < 24; i++) ebb_free(p[i]);
+        }
+    pthread_barrier_wait(w->filled);
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++)
+        w->claimed += (size_t)ebbi_tc_list_max(cls) * ebbi_classes[cls].size;
+    pthread_barrier_wait(w->counted);
+    return NULL;
+}
+
+static void every_busy_thread_gets_its_share(void **state) {
+    (void)state;
+    static struct share_worker w[SHARE_THREADS];
+    pthread_t th[SHARE_THREADS];
+    pthread_attr_t a;
+    pthread_barrier_t filled, counted;
+    pthread_barrier_init(&filled, NULL, SHARE_THREADS);
+    pthread_barrier_init(&counted, NULL, SHARE_THREADS + 1);
+    pthread_attr_init(&a);
+    pthread_attr_setstacksize(&a, 256 << 10);
+    for (int i = 0; i < SHARE_THREADS; i++) {
+        w[i] = (struct share_worker){&filled, &counted, 0, NULL};
+        assert_int_equal(pthread_create(&th[i], &a, share_work, &w[i]), 0);
+    }
+    pthread_barrier_wait(&counted);
+    size_t least = SIZE_MAX, most = 0;
+    for (int i = 0; i < SHARE_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        if (w[i].err) fail_msg("thread %d: %s", i, w[i].err);
+        if (w[i].claimed < least) least = w[i].claimed;
+        if (w[i].claimed > most) most = w[i].claimed;
+    }
+    pthread_attr_destroy(&a);
+    pthread_barrier_destroy(&filled);
+    pthread_barrier_destroy(&counted);
+    print_message("%d threads claimed %zu to %zu bytes each\n", SHARE_THREADS, least, most);
+    /* 64 MiB over 320 threads is 205 KiB each: every thread has more than the old floor
+     * of 128 KiB, and none is left without */
+    assert_true(least > (size_t)160 << 10);
+    assert_null(ebbi_tc_verify());
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(own_cache_passes),           cmocka_unit_test(broken_count_fails),
         cmocka_unit_test(broken_link_fails),          cmocka_unit_test(threads_pass),
-        cmocka_unit_test(fork_child_budget_is_exact),
+        cmocka_unit_test(fork_child_budget_is_exact), cmocka_unit_test(every_busy_thread_gets_its_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -179,9 +179,9 @@ static void hundreds_of_threads_at_once(void **st) {
     assert_int_equal(corrupt, 0);
     /* most did get a cache (those that waited long at the barrier lost it again) */
     assert_true(s1.threads + emptied >= s0.threads + (uint64_t)T / 2);
-    /* the global cap: without EBB_THREAD_CACHE_MAX the budget follows the threads, 128 KiB
-     * each, up to 32 MiB (thread_cache.c) */
-    assert_true(s1.thread_cache <= (32u << 20));
+    /* the global cap: without EBB_THREAD_CACHE_MAX the budget follows the threads, 256 KiB
+     * each, up to 64 MiB (thread_cache.c) */
+    assert_true(s1.thread_cache <= (64u << 20));
     assert_true(s2.threads <= s0.threads + 1); /* all gone again */
     pthread_attr_destroy(&at);
     pthread_barrier_destroy(&bar);
