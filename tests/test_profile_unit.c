@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <setjmp.h>
@@ -373,6 +374,15 @@ struct stack_seen {
     int depth;
 };
 
+/* Whether this process may read itself through process_vm_readv (qemu-user has no such
+ * call, a seccomp filter may refuse it): without it no table entry can be probed, and
+ * every thread reads the maps for its own stack, as before the table. */
+static bool can_probe(void) {
+    long v = 42, d = 0;
+    struct iovec l = {&d, sizeof d}, r = {&v, sizeof v};
+    return process_vm_readv(getpid(), &l, 1, &r, 1, 0) == (ssize_t)sizeof d && d == 42;
+}
+
 static void *find_own_stack(void *arg) {
     struct stack_seen *s = arg;
     if (s->all_there) pthread_barrier_wait(s->all_there); /* every stack mapped before the first walk */
@@ -406,11 +416,16 @@ static void new_threads_find_their_stacks_in_the_shared_table(void **state) {
         assert_true(seen[i].depth > 0);
     }
     /* one rescan finds them all (a thread that finds its rescan refused by the rate limit
-     * reads the maps itself: allowed once) */
+     * reads the maps itself: allowed once); without process_vm_readv every thread reads
+     * them */
     print_message("stacks: %llu maps reads, %llu table lookups for %d threads\n",
                   (unsigned long long)(reads1 - reads0), (unsigned long long)(hits1 - hits0), STACK_THREADS);
-    assert_true(reads1 - reads0 <= 1);
-    assert_true(hits1 - hits0 >= STACK_THREADS - 1);
+    if (can_probe()) {
+        assert_true(reads1 - reads0 <= 1);
+        assert_true(hits1 - hits0 >= STACK_THREADS - 1);
+    } else {
+        assert_true(reads1 - reads0 == STACK_THREADS && hits1 == hits0);
+    }
 }
 
 /* A thread on a stack of its own (pthread_attr_setstack), and its bounds as the walk sees them. */
@@ -441,7 +456,8 @@ static void a_stale_table_entry_is_probed_not_trusted(void **state) {
     ebbi_unwind_counts(&reads0, &hits0);
     run_on_stack(a, size, &s); /* the table now lists [a, a + size) */
     ebbi_unwind_counts(&reads1, &hits1);
-    assert_true(hits1 - hits0 == 1 && reads1 == reads0);
+    if (can_probe()) assert_true(hits1 - hits0 == 1 && reads1 == reads0);
+    else assert_true(reads1 - reads0 == 1 && hits1 == hits0);
     assert_true(s.hi == (uintptr_t)a + size);
     /* the mapping goes; a smaller stack takes the middle of its place, unreadable memory
      * the rest, where the table still lists one readable mapping */
