@@ -11,7 +11,10 @@
 
 /* ------------------------------------------------------------ the breakdown */
 
-enum { F_RSS, F_IN_USE, F_TC, F_CENTRAL, F_PAGE_FREE, F_META, F_RESIDENT, F_OUTSIDE, F_RELEASED, F_COUNT };
+/* clang-format off */
+enum { F_RSS, F_IN_USE, F_TC, F_CENTRAL, F_PAGE_FREE, F_META, F_RESIDENT, F_OUTSIDE, F_OWN, F_RELEASED,
+       F_COUNT };
+/* clang-format on */
 
 static double field_mib(const struct bench_ebbstats *e, int k) {
     double rss = (double)e->rss_kib / 1024.0;
@@ -24,6 +27,7 @@ static double field_mib(const struct bench_ebbstats *e, int k) {
     case F_META: return (double)e->metadata / BENCH_MIB;
     case F_RESIDENT: return (double)e->resident / BENCH_MIB;
     case F_OUTSIDE: return rss - (double)e->resident / BENCH_MIB;
+    case F_OWN: return (double)e->own_kib / 1024.0;
     default: return (double)e->released / BENCH_MIB;
     }
 }
@@ -62,7 +66,8 @@ void report_write_breakdown(FILE *f, const struct bench_table *t) {
                "workload process):\n\n");
     fprintf(f, "| configuration | when | RSS | in use | thread caches | central free objects | "
                "free resident pages | metadata | ebbmalloc resident | outside ebbmalloc | "
-               "released |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+               "of it the workload's bookkeeping | released |\n"
+               "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (int c = 0; c < t->n_cfgs; c++)
         for (int m = 0; m < BM_COUNT; m++) write_breakdown_row(f, t, c, m);
     fprintf(f, "\nRSS: the process's VmRSS read just before `ebb_stats`. At peak RSS: when "
@@ -73,8 +78,11 @@ void report_write_breakdown(FILE *f, const struct bench_table *t) {
                "(with the uncarved rest of their spans); free resident pages: free spans not "
                "yet given back; metadata: ebbmalloc's own records; ebbmalloc resident: their "
                "sum; outside ebbmalloc: RSS minus that (program text, libraries, stacks, "
-               "the workload's own mmap'ed bookkeeping); released: given back with madvise, "
-               "not resident.\n");
+               "ebbmalloc's static variables and release thread's stack, the workload's own "
+               "bookkeeping); of it the workload's bookkeeping: the resident pages of the "
+               "mapping the workload keeps its working sets, mailboxes and long-lived set's "
+               "table in (mincore), the same under every allocator; released: given back "
+               "with madvise, not resident.\n");
 }
 
 /* ------------------------------------------------------------ flat or not */
