@@ -43,7 +43,7 @@ static bool config_has_breakdown(const struct bench_table *t, int c) {
 
 /* One line: medians over the good runs that have this moment. */
 static void write_breakdown_row(FILE *f, const struct bench_table *t, int c, int m) {
-    static const char *const moment[BM_COUNT] = {"at peak RSS", "2 s after load", "at end"};
+    static const char *const moment[BM_COUNT] = {"at peak RSS", "at peak live", "2 s after load", "at end"};
     double v[F_COUNT][MAXR];
     int n = 0;
     for (int k = 0; k < t->n_runs && k < MAXR; k++) {
@@ -72,7 +72,9 @@ void report_write_breakdown(FILE *f, const struct bench_table *t) {
         for (int m = 0; m < BM_COUNT; m++) write_breakdown_row(f, t, c, m);
     fprintf(f, "\nRSS: the process's VmRSS read just before `ebb_stats`. At peak RSS: when "
                "the workload's own 20 ms samples of its RSS first came within 1%% of their "
-               "highest value during the load. In use: "
+               "highest value during the load. At peak live: at the sample with the most "
+               "live bytes the workload counted during the load (its exact peak, between two "
+               "samples, may be higher). In use: "
                "blocks handed to the program (rounded up to their size class); thread caches "
                "and central free objects: free blocks held per thread and in the central lists "
                "(with the uncarved rest of their spans); free resident pages: free spans not "

@@ -162,7 +162,7 @@ bool bench_parse_result(const char *args, struct bench_result *out) {
 }
 
 bool bench_parse_ebbstats(const char *args, enum bench_moment *when, struct bench_ebbstats *out) {
-    static const char *const moments[BM_COUNT] = {"peak", "after", "end"};
+    static const char *const moments[BM_COUNT] = {"peak", "live", "after", "end"};
     char w[16];
     if (sscanf(args, "%15s", w) != 1) return false;
     int m = -1;

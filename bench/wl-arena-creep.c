@@ -26,7 +26,7 @@
  *
  * Under ebbmalloc (ebb_stats found with dlsym) it also reports ebbmalloc's own breakdown
  * of its memory ("ebbstats" lines): at the highest RSS the reporter saw during the load,
- * 2 s after the load and at the end.
+ * at the most live bytes it saw, 2 s after the load and at the end.
  *
  * Output follows the protocol in wl_common.h; the timed section is "load".
  */
@@ -396,6 +396,8 @@ struct snapshot {
 static struct {
     pthread_mutex_t mu;
     struct snapshot peak; /* when RSS first came within 1% of its peak during the load */
+    struct snapshot live; /* at the tick with the most live bytes during the load */
+    int64_t live_max;     /* live bytes at that tick */
     atomic_bool in_load;
 } snaps = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -441,10 +443,25 @@ static void peak_candidate(void) {
     pthread_mutex_unlock(&snaps.mu);
 }
 
-/* On every report tick of the load.  ebb_stats runs only when RSS rose, so the cost
- * stays small. */
+/* The tick with the most live bytes so far: what sits beside the live bytes when they
+ * peak is what peak RSS over peak live is made of (RSS itself may peak at another moment,
+ * when a burst has just freed its blocks). */
+static void live_candidate(void) {
+    int64_t live = live_now();
+    pthread_mutex_lock(&snaps.mu);
+    if (!snaps.live.have || live > snaps.live_max) {
+        snaps.live = take_snapshot();
+        snaps.live_max = live;
+    }
+    pthread_mutex_unlock(&snaps.mu);
+}
+
+/* On every report tick of the load.  ebb_stats runs only when RSS or the live bytes
+ * rose, so the cost stays small. */
 static void snapshot_tick(void) {
-    if (ebb_stats_fn && atomic_load(&snaps.in_load)) peak_candidate();
+    if (!ebb_stats_fn || !atomic_load(&snaps.in_load)) return;
+    peak_candidate();
+    live_candidate();
 }
 
 /* The load is over: a last candidate (a load shorter than a tick has one), then say
@@ -454,7 +471,9 @@ static void snapshot_load_over(void) {
     if (!ebb_stats_fn) return;
     peak_candidate();
     pthread_mutex_lock(&snaps.mu);
+    if (!snaps.live.have) snaps.live = take_snapshot(); /* a load shorter than a tick */
     say_snapshot("peak", &snaps.peak);
+    say_snapshot("live", &snaps.live);
     pthread_mutex_unlock(&snaps.mu);
 }
 

@@ -63,6 +63,9 @@ static void test_parse_ebbstats(void **state) {
     assert_true(e.metadata == 388480 && e.resident == 15879552 && e.own_kib == 3236);
     assert_true(bench_parse_ebbstats("peak resident=1", &m, &e));
     assert_int_equal(m, BM_PEAK);
+    assert_true(bench_parse_ebbstats("live resident=2", &m, &e));
+    assert_int_equal(m, BM_LIVE);
+    assert_true(e.resident == 2);
     assert_true(e.own_kib == 0); /* not said: none */
     assert_false(bench_parse_ebbstats("sometime resident=1", &m, &e));
 }
