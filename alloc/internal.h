@@ -937,6 +937,9 @@ void ebbi_stats_at_exit(void);
 /* NULL when the page heap's counters agree with the OS layer's and the central lists'
  * (stats.c); exact only while no other thread changes them. */
 const char *ebbi_stats_verify(void);
+/* The kernel pages of the library's central lists and class table, which initialisation
+ * writes across: part of metadata. */
+size_t ebbi_static_bytes(void);
 void ebbi_shm_publish(void);
 /* The stats page's file name for the calling process (shm.c says what it is made of);
  * the heap profile's is the same plus ".heap".  Returns its length. */

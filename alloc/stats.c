@@ -14,7 +14,8 @@
  *   pages given back and taken back: ebbi_os_heap_counts); metadata is counted
  *   by meta.c and pagemap.c where their records are mapped and given back.  resident =
  *   heap mapped - heap not resident + metadata, released = heap not resident, mapped =
- *   heap mapped + metadata.
+ *   heap mapped + metadata (with the library's own central lists and class table,
+ *   ebbi_static_bytes).
  *   the parts: objects handed out by each central list (pop and push, under its lock),
  *   objects in thread caches (each list's max - room, which the fast paths keep), free
  *   and transfer-cache objects of each central list and its spans' heads, SMALL and
@@ -95,6 +96,20 @@ static void snapshot(struct ebb_page_heap_stats *ph, struct class_totals *ct, si
     }
 }
 
+/* ebbmalloc's own variables that initialisation writes across (ebbi_central_init sets
+ * every class's limit, each record shorter than a kernel page; the size-to-class table is
+ * filled), so that every kernel page they overlap is resident from then on: counted in
+ * metadata with the records and the page map (which counts its roots itself).  The rest
+ * of the library's variables are a few pages. */
+static size_t pages_over(const void *p, size_t n) {
+    size_t k = ebbi_os_page_size();
+    uintptr_t a = (uintptr_t)p;
+    return ((a + n + k - 1) / k - a / k) * k;
+}
+size_t ebbi_static_bytes(void) {
+    return pages_over(ebbi_central, sizeof ebbi_central) + pages_over(ebbi_class_lut, sizeof ebbi_class_lut);
+}
+
 EBB_EXPORT void ebb_stats(struct ebb_stats *st) {
     memset(st, 0, sizeof *st);
     if (atomic_load(&ebbi_init_state) != 2) return;
@@ -104,7 +119,7 @@ EBB_EXPORT void ebb_stats(struct ebb_stats *st) {
     snapshot(&ph, &ct, &heap_mapped, &heap_gone);
     size_t tc = ebbi_tc_cached_bytes(&threads);
     /* The whole, from the OS layer and the metadata's own counts. */
-    st->metadata = ebbi_meta_bytes() + ebbi_pm_bytes();
+    st->metadata = ebbi_meta_bytes() + ebbi_pm_bytes() + ebbi_static_bytes();
     st->released = heap_gone;
     st->resident = heap_mapped - heap_gone + st->metadata;
     st->mapped = heap_mapped + st->metadata;
@@ -218,6 +233,7 @@ static void stats_report(int fd) {
     o += line(b + o, n - o, " span records    ", records);
     o += line(b + o, n - o, " their pages     ", record_bytes);
     o += line(b + o, n - o, " page map        ", ebbi_pm_bytes());
+    o += line(b + o, n - o, " static          ", ebbi_static_bytes());
     o += line(b + o, n - o, "resident         ", st.resident);
     o += line(b + o, n - o, "released         ", st.released);
     o += line(b + o, n - o, "mapped           ", st.mapped);

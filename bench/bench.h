@@ -95,10 +95,11 @@ struct bench_result {
 
 /* ebbmalloc's breakdown of its memory at one moment, as the workload read it from
  * ebb_stats inside the process ("ebbstats" lines); bytes, rss in KiB. */
-enum bench_moment { BM_PEAK, BM_AFTER, BM_END, BM_COUNT };
+enum bench_moment { BM_PEAK, BM_LIVE, BM_AFTER, BM_END, BM_COUNT };
 struct bench_ebbstats {
     bool have;
     uint64_t rss_kib; /* the process's VmRSS read just before */
+    uint64_t own_kib; /* of it, the workload's own bookkeeping (0: not said) */
     uint64_t in_use, thread_cache, central, page_free, released, metadata, resident;
 };
 

@@ -11,7 +11,10 @@
 
 /* ------------------------------------------------------------ the breakdown */
 
-enum { F_RSS, F_IN_USE, F_TC, F_CENTRAL, F_PAGE_FREE, F_META, F_RESIDENT, F_OUTSIDE, F_RELEASED, F_COUNT };
+/* clang-format off */
+enum { F_RSS, F_IN_USE, F_TC, F_CENTRAL, F_PAGE_FREE, F_META, F_RESIDENT, F_OUTSIDE, F_OWN, F_RELEASED,
+       F_COUNT };
+/* clang-format on */
 
 static double field_mib(const struct bench_ebbstats *e, int k) {
     double rss = (double)e->rss_kib / 1024.0;
@@ -24,6 +27,7 @@ static double field_mib(const struct bench_ebbstats *e, int k) {
     case F_META: return (double)e->metadata / BENCH_MIB;
     case F_RESIDENT: return (double)e->resident / BENCH_MIB;
     case F_OUTSIDE: return rss - (double)e->resident / BENCH_MIB;
+    case F_OWN: return (double)e->own_kib / 1024.0;
     default: return (double)e->released / BENCH_MIB;
     }
 }
@@ -39,7 +43,7 @@ static bool config_has_breakdown(const struct bench_table *t, int c) {
 
 /* One line: medians over the good runs that have this moment. */
 static void write_breakdown_row(FILE *f, const struct bench_table *t, int c, int m) {
-    static const char *const moment[BM_COUNT] = {"at peak RSS", "2 s after load", "at end"};
+    static const char *const moment[BM_COUNT] = {"at peak RSS", "at peak live", "2 s after load", "at end"};
     double v[F_COUNT][MAXR];
     int n = 0;
     for (int k = 0; k < t->n_runs && k < MAXR; k++) {
@@ -62,19 +66,25 @@ void report_write_breakdown(FILE *f, const struct bench_table *t) {
                "workload process):\n\n");
     fprintf(f, "| configuration | when | RSS | in use | thread caches | central free objects | "
                "free resident pages | metadata | ebbmalloc resident | outside ebbmalloc | "
-               "released |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+               "of it the workload's bookkeeping | released |\n"
+               "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (int c = 0; c < t->n_cfgs; c++)
         for (int m = 0; m < BM_COUNT; m++) write_breakdown_row(f, t, c, m);
     fprintf(f, "\nRSS: the process's VmRSS read just before `ebb_stats`. At peak RSS: when "
                "the workload's own 20 ms samples of its RSS first came within 1%% of their "
-               "highest value during the load. In use: "
+               "highest value during the load. At peak live: at the sample with the most "
+               "live bytes the workload counted during the load (its exact peak, between two "
+               "samples, may be higher). In use: "
                "blocks handed to the program (rounded up to their size class); thread caches "
                "and central free objects: free blocks held per thread and in the central lists "
                "(with the uncarved rest of their spans); free resident pages: free spans not "
                "yet given back; metadata: ebbmalloc's own records; ebbmalloc resident: their "
                "sum; outside ebbmalloc: RSS minus that (program text, libraries, stacks, "
-               "the workload's own mmap'ed bookkeeping); released: given back with madvise, "
-               "not resident.\n");
+               "ebbmalloc's static variables and release thread's stack, the workload's own "
+               "bookkeeping); of it the workload's bookkeeping: the resident pages of the "
+               "mapping the workload keeps its working sets, mailboxes and long-lived set's "
+               "table in (mincore), the same under every allocator; released: given back "
+               "with madvise, not resident.\n");
 }
 
 /* ------------------------------------------------------------ flat or not */

@@ -162,7 +162,7 @@ bool bench_parse_result(const char *args, struct bench_result *out) {
 }
 
 bool bench_parse_ebbstats(const char *args, enum bench_moment *when, struct bench_ebbstats *out) {
-    static const char *const moments[BM_COUNT] = {"peak", "after", "end"};
+    static const char *const moments[BM_COUNT] = {"peak", "live", "after", "end"};
     char w[16];
     if (sscanf(args, "%15s", w) != 1) return false;
     int m = -1;
@@ -172,6 +172,7 @@ bool bench_parse_ebbstats(const char *args, enum bench_moment *when, struct benc
     memset(out, 0, sizeof *out);
     bool ok = bench_kv_u64(args, "resident", &out->resident);
     bench_kv_u64(args, "rss_kib", &out->rss_kib);
+    bench_kv_u64(args, "own_kib", &out->own_kib);
     bench_kv_u64(args, "in_use", &out->in_use);
     bench_kv_u64(args, "thread_cache", &out->thread_cache);
     bench_kv_u64(args, "central", &out->central);

@@ -26,7 +26,7 @@
  *
  * Under ebbmalloc (ebb_stats found with dlsym) it also reports ebbmalloc's own breakdown
  * of its memory ("ebbstats" lines): at the highest RSS the reporter saw during the load,
- * 2 s after the load and at the end.
+ * at the most live bytes it saw, 2 s after the load and at the end.
  *
  * Output follows the protocol in wl_common.h; the timed section is "load".
  */
@@ -106,14 +106,51 @@ static struct {
 static atomic_bool reporter_stop;
 static atomic_bool load_stop; /* duration mode: the time is up, handlers park */
 
-static void *xmap(size_t bytes) {
-    /* Bookkeeping lives outside the allocator under test. */
+/* Bookkeeping lives outside the allocator under test, in one mapping cut into
+ * page-aligned pieces, so that what of it is resident can be told apart from the
+ * allocator's memory in the breakdown (own_resident_kib). */
+static struct {
+    char *base;
+    size_t len, used;
+} own;
+
+static size_t page_round(size_t n) {
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + pg - 1) / pg * pg;
+}
+
+static void own_map(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         perror("mmap");
         exit(1);
     }
+    own.base = p;
+    own.len = bytes;
+}
+
+static void *xmap(size_t bytes) {
+    bytes = page_round(bytes);
+    if (own.len - own.used < bytes) {
+        fprintf(stderr, "arena-creep: bookkeeping mapping too small\n");
+        exit(1);
+    }
+    void *p = own.base + own.used;
+    own.used += bytes;
     return p;
+}
+
+/* The resident part of the bookkeeping, by mincore: the same under every allocator, and
+ * part of what the breakdown shows outside ebbmalloc. */
+static uint64_t own_resident_kib(void) {
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), pages = own.len / pg, res = 0;
+    unsigned char vec[1024];
+    for (size_t i = 0; i < pages; i += sizeof vec) {
+        size_t n = pages - i < sizeof vec ? pages - i : sizeof vec;
+        if (mincore(own.base + i * pg, n * pg, vec)) return 0;
+        for (size_t j = 0; j < n; j++) res += vec[j] & 1;
+    }
+    return (uint64_t)(res * pg / 1024);
 }
 
 /* Mostly small, some tens of KiB, a few hundred KiB. */
@@ -352,12 +389,15 @@ static void (*ebb_stats_fn)(struct ebb_stats *);
 struct snapshot {
     bool have;
     uint64_t rss_kib;
+    uint64_t own_kib; /* of it, the workload's own bookkeeping */
     struct ebb_stats st;
 };
 
 static struct {
     pthread_mutex_t mu;
     struct snapshot peak; /* when RSS first came within 1% of its peak during the load */
+    struct snapshot live; /* at the tick with the most live bytes during the load */
+    int64_t live_max;     /* live bytes at that tick */
     atomic_bool in_load;
 } snaps = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -376,19 +416,20 @@ static uint64_t self_rss_kib(void) {
 }
 
 static struct snapshot take_snapshot(void) {
-    struct snapshot sn = {true, self_rss_kib(), {0}};
+    struct snapshot sn = {true, self_rss_kib(), own_resident_kib(), {0}};
     ebb_stats_fn(&sn.st);
     return sn;
 }
 
 static void say_snapshot(const char *when, const struct snapshot *sn) {
     const struct ebb_stats *st = &sn->st;
-    wl_say("ebbstats %s rss_kib=%llu in_use=%llu thread_cache=%llu central=%llu page_free=%llu "
-           "released=%llu metadata=%llu resident=%llu",
-           when, (unsigned long long)sn->rss_kib, (unsigned long long)st->in_use,
-           (unsigned long long)st->thread_cache, (unsigned long long)st->central,
-           (unsigned long long)st->page_free, (unsigned long long)st->released,
-           (unsigned long long)st->metadata, (unsigned long long)st->resident);
+    wl_say("ebbstats %s rss_kib=%llu own_kib=%llu in_use=%llu thread_cache=%llu central=%llu "
+           "page_free=%llu released=%llu metadata=%llu resident=%llu",
+           when, (unsigned long long)sn->rss_kib, (unsigned long long)sn->own_kib,
+           (unsigned long long)st->in_use, (unsigned long long)st->thread_cache,
+           (unsigned long long)st->central, (unsigned long long)st->page_free,
+           (unsigned long long)st->released, (unsigned long long)st->metadata,
+           (unsigned long long)st->resident);
 }
 
 /* Takes a new peak snapshot when RSS is more than 1% above the last one's, so the
@@ -402,10 +443,25 @@ static void peak_candidate(void) {
     pthread_mutex_unlock(&snaps.mu);
 }
 
-/* On every report tick of the load.  ebb_stats runs only when RSS rose, so the cost
- * stays small. */
+/* The tick with the most live bytes so far: what sits beside the live bytes when they
+ * peak is what peak RSS over peak live is made of (RSS itself may peak at another moment,
+ * when a burst has just freed its blocks). */
+static void live_candidate(void) {
+    int64_t live = live_now();
+    pthread_mutex_lock(&snaps.mu);
+    if (!snaps.live.have || live > snaps.live_max) {
+        snaps.live = take_snapshot();
+        snaps.live_max = live;
+    }
+    pthread_mutex_unlock(&snaps.mu);
+}
+
+/* On every report tick of the load.  ebb_stats runs only when RSS or the live bytes
+ * rose, so the cost stays small. */
 static void snapshot_tick(void) {
-    if (ebb_stats_fn && atomic_load(&snaps.in_load)) peak_candidate();
+    if (!ebb_stats_fn || !atomic_load(&snaps.in_load)) return;
+    peak_candidate();
+    live_candidate();
 }
 
 /* The load is over: a last candidate (a load shorter than a tick has one), then say
@@ -415,7 +471,9 @@ static void snapshot_load_over(void) {
     if (!ebb_stats_fn) return;
     peak_candidate();
     pthread_mutex_lock(&snaps.mu);
+    if (!snaps.live.have) snaps.live = take_snapshot(); /* a load shorter than a tick */
     say_snapshot("peak", &snaps.peak);
+    say_snapshot("live", &snaps.live);
     pthread_mutex_unlock(&snaps.mu);
 }
 
@@ -519,6 +577,11 @@ static void parse_args(int argc, char **argv) {
 }
 
 static void setup(void) {
+    keep.cap = 1u << 16;
+    own_map(page_round(sizeof(struct slot) * P.threads) +
+            P.threads *
+                (page_round(sizeof(struct block) * ws_cap()) + page_round(sizeof(struct block) * 256)) +
+            page_round(sizeof(struct block) * keep.cap));
     slots = xmap(sizeof(struct slot) * P.threads);
     for (unsigned i = 0; i < P.threads; i++) {
         struct slot *s = &slots[i];
@@ -528,7 +591,6 @@ static void setup(void) {
         s->mb.cap = 256;
         s->mb.ring = xmap(sizeof(struct block) * s->mb.cap);
     }
-    keep.cap = 1u << 16;
     keep.b = xmap(sizeof(struct block) * keep.cap);
     *(void **)&ebb_stats_fn = dlsym(RTLD_DEFAULT, "ebb_stats");
 }

@@ -53,16 +53,20 @@ static void test_parse_ebbstats(void **state) {
     (void)state;
     enum bench_moment m;
     struct bench_ebbstats e;
-    assert_true(bench_parse_ebbstats("after rss_kib=18016 in_use=8344992 thread_cache=1110336 "
+    assert_true(bench_parse_ebbstats("after rss_kib=18016 own_kib=3236 in_use=8344992 thread_cache=1110336 "
                                      "central=4552992 page_free=1482752 released=80977920 "
                                      "metadata=388480 resident=15879552",
                                      &m, &e));
     assert_int_equal(m, BM_AFTER);
     assert_true(e.have && e.rss_kib == 18016 && e.in_use == 8344992 && e.thread_cache == 1110336);
     assert_true(e.central == 4552992 && e.page_free == 1482752 && e.released == 80977920);
-    assert_true(e.metadata == 388480 && e.resident == 15879552);
+    assert_true(e.metadata == 388480 && e.resident == 15879552 && e.own_kib == 3236);
     assert_true(bench_parse_ebbstats("peak resident=1", &m, &e));
     assert_int_equal(m, BM_PEAK);
+    assert_true(bench_parse_ebbstats("live resident=2", &m, &e));
+    assert_int_equal(m, BM_LIVE);
+    assert_true(e.resident == 2);
+    assert_true(e.own_kib == 0); /* not said: none */
     assert_false(bench_parse_ebbstats("sometime resident=1", &m, &e));
 }
 
@@ -211,6 +215,9 @@ static void test_breakdown_only_under_ebbmalloc(void **state) {
         assert_true(s->in_use > 0 && s->metadata > 0 && s->rss_kib > 0);
         assert_true(s->resident >= s->in_use + s->metadata);
         assert_true(s->resident / 1024 <= s->rss_kib + 1024); /* resident pages are in RSS */
+        /* the workload's bookkeeping, written during the load, is resident, and apart
+         * from ebbmalloc's pages */
+        assert_true(s->own_kib > 0 && s->own_kib + s->resident / 1024 <= s->rss_kib + 1024);
     }
     bench_run_free(&r);
 

@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "ebb_test_load.h"
@@ -343,6 +345,33 @@ static void counts_beyond_16_tib(void **st) {
     check_exact("after the limit");
 }
 
+/* The library's central lists and class table are resident once it is initialised (the
+ * kernel says so, page by page) and metadata counts them, beside the records and the page
+ * map. */
+static size_t resident_pages_over(const void *p, size_t n) {
+    size_t k = (size_t)sysconf(_SC_PAGESIZE), res = 0;
+    uintptr_t a = (uintptr_t)p / k * k, e = ((uintptr_t)p + n + k - 1) / k * k;
+    unsigned char vec[256];
+    assert_true((e - a) / k <= sizeof vec);
+    assert_int_equal(mincore((void *)a, e - a, vec), 0);
+    for (size_t i = 0; i < (e - a) / k; i++) res += vec[i] & 1;
+    return res * k;
+}
+
+static void static_state_counted(void **state) {
+    (void)state;
+    ebb_free(ebb_malloc(16)); /* initialised */
+    size_t want = resident_pages_over(ebbi_central, sizeof ebbi_central) +
+                  resident_pages_over(ebbi_class_lut, sizeof ebbi_class_lut);
+    assert_true(want >= sizeof ebbi_central + sizeof ebbi_class_lut);
+    assert_int_equal(ebbi_static_bytes(), want);
+    struct ebb_stats st;
+    ebb_stats(&st);
+    assert_true(st.metadata >= ebbi_meta_bytes() + ebbi_pm_bytes() + want);
+    assert_int_equal(st.metadata, ebbi_meta_bytes() + ebbi_pm_bytes() + want);
+    assert_int_equal(st.resident, parts(&st));
+}
+
 int main(void) {
     ebb_free(ebb_malloc(1));
     ebb_mallopt(M_MMAP_THRESHOLD, 64 << 20);
@@ -350,6 +379,7 @@ int main(void) {
         cmocka_unit_test(every_kind_of_step),    cmocka_unit_test(pinned_pages_out_and_back),
         cmocka_unit_test(refused_release),       cmocka_unit_test(kernel_agrees),
         cmocka_unit_test(racy_within_tolerance), cmocka_unit_test(counts_beyond_16_tib),
+        cmocka_unit_test(static_state_counted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
