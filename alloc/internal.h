@@ -972,6 +972,7 @@ const struct ebb_prof_header *ebbi_prof_header(void);         /* NULL until the 
  * allocation function outward: at most max; returns how many. */
 int ebbi_unwind(uint64_t *out, int max);
 void ebbi_unwind_fork_child(void);
+bool ebbi_unwind_rows_share_a_set(void); /* tests: the row cache keeps two keys of one set */
 
 /* ---------------------------------------------------------------- init.c */
 /* 0 none, 1 running, 2 done.  Everything initialisation writes (options, the link

@@ -1167,6 +1167,23 @@ static void row_put(const struct row *in) {
     atomic_store_explicit(&r->seq, s + 2, memory_order_release);
 }
 
+/* For tests: two rows whose keys fall into one set are both kept.  False while the row
+ * cache is not mapped (before the first walk).  The keys are no return address (above
+ * user space); the two entries they take are recomputed by the next walk that needs
+ * them. */
+bool ebbi_unwind_rows_share_a_set(void) {
+    if (!uw_rows) return false;
+    uintptr_t a = (uintptr_t)1 << 62, b = a + 2;
+    while (row_set(b) != row_set(a)) b += 2;
+    struct row ra, rb, out;
+    memset(&ra, 0, sizeof ra);
+    memset(&rb, 0, sizeof rb);
+    ra.key = a, rb.key = b;
+    row_put(&ra);
+    row_put(&rb);
+    return row_get(a, &out) && row_get(b, &out);
+}
+
 /* The compact form of rules r, if they have one. */
 static bool row_make(const struct rules *r, unsigned ra_col, struct row *out) {
     if (r->cfa_expr || r->cfa_reg >= UW_NREG || r->cfa_off != (int32_t)r->cfa_off || ra_col != UW_RA)

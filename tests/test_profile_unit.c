@@ -357,6 +357,15 @@ static void table_without_dev_shm_is_anonymous(void **state) {
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* The unwinder's cache of compact rows keeps two frames whose return addresses hash
+ * alike (a direct map evicted one for the other at every walk). */
+static void unwind_rows_keep_two_of_one_set(void **state) {
+    (void)state;
+    uint64_t frames[8];
+    assert_true(ebbi_unwind(frames, 8) > 0); /* maps the tables and the row cache */
+    assert_true(ebbi_unwind_rows_share_a_set());
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(header_is_filled),
@@ -366,6 +375,7 @@ int main(void) {
         cmocka_unit_test(fork_child_has_its_own_table),
         cmocka_unit_test(full_table_overflows_and_reuses),
         cmocka_unit_test(table_without_dev_shm_is_anonymous),
+        cmocka_unit_test(unwind_rows_keep_two_of_one_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
