@@ -469,6 +469,15 @@ static void a_stale_table_entry_is_probed_not_trusted(void **state) {
     munmap(r, size + 2 * ps);
 }
 
+/* The unwinder's cache of compact rows keeps two frames whose return addresses hash
+ * alike (a direct map evicted one for the other at every walk). */
+static void unwind_rows_keep_two_of_one_set(void **state) {
+    (void)state;
+    uint64_t frames[8];
+    assert_true(ebbi_unwind(frames, 8) > 0); /* maps the tables and the row cache */
+    assert_true(ebbi_unwind_rows_share_a_set());
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(header_is_filled),
@@ -480,6 +489,7 @@ int main(void) {
         cmocka_unit_test(table_without_dev_shm_is_anonymous),
         cmocka_unit_test(new_threads_find_their_stacks_in_the_shared_table),
         cmocka_unit_test(a_stale_table_entry_is_probed_not_trusted),
+        cmocka_unit_test(unwind_rows_keep_two_of_one_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
