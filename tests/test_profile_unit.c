@@ -456,8 +456,10 @@ static void a_stale_table_entry_is_probed_not_trusted(void **state) {
     ebbi_unwind_counts(&reads0, &hits0);
     run_on_stack(a, size, &s); /* the table now lists [a, a + size) */
     ebbi_unwind_counts(&reads1, &hits1);
-    if (can_probe()) assert_true(hits1 - hits0 == 1 && reads1 == reads0);
-    else assert_true(reads1 - reads0 == 1 && hits1 == hits0);
+    /* the bounds, then the walk from a deeper frame: a second lookup when that frame lies
+     * below the first one's kernel page (sanitizers' bigger frames), never a maps read */
+    if (can_probe()) assert_true(hits1 - hits0 >= 1 && hits1 - hits0 <= 2 && reads1 == reads0);
+    else assert_true(reads1 - reads0 >= 1 && reads1 - reads0 <= 2 && hits1 == hits0);
     assert_true(s.hi == (uintptr_t)a + size);
     /* the mapping goes; a smaller stack takes the middle of its place, unreadable memory
      * the rest, where the table still lists one readable mapping */
