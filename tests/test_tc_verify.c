@@ -325,7 +325,8 @@ static void every_busy_thread_gets_its_share(void **state) {
  * more than its max, each record claims sum(max * size), the claims and budget_left add
  * up to the total, and the bytes cached (what ebb_stats reports) are at most the claims.
  * The total is EBB_THREAD_CACHE_MAX as it grew, not TC_GROWN_MAX: on more than 32 CPUs
- * the CPU-based total is the bigger. */
+ * the CPU-based total is the bigger.  EBB_STRESS_THREADS sets fewer threads (the
+ * sanitizer runs, tests/sanitize.sh). */
 #define CROWD 400
 static pthread_barrier_t crowd_bar;
 static pthread_mutex_t crowd_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -385,8 +386,11 @@ static void cached_bytes_within_the_budget(void **state) {
     pthread_attr_t a;
     pthread_attr_init(&a);
     pthread_attr_setstacksize(&a, 256 << 10);
-    pthread_barrier_init(&crowd_bar, NULL, CROWD + 1);
-    for (long i = 0; i < CROWD; i++)
+    const char *knob = getenv("EBB_STRESS_THREADS");
+    long crowd = knob && *knob ? strtol(knob, NULL, 0) : CROWD;
+    if (crowd < 1 || crowd > CROWD) crowd = CROWD;
+    pthread_barrier_init(&crowd_bar, NULL, (unsigned)crowd + 1);
+    for (long i = 0; i < crowd; i++)
         assert_int_equal(pthread_create(&th[i], &a, crowd_work, (void *)(i + 1)), 0);
     pthread_barrier_wait(&crowd_bar);
     pthread_barrier_wait(&crowd_bar);
@@ -395,7 +399,7 @@ static void cached_bytes_within_the_budget(void **state) {
     print_message("%zu caches emptied\n", emptied);
     census_holds("emptied caches");
     pthread_barrier_wait(&crowd_bar);
-    for (int i = 0; i < CROWD; i++) pthread_join(th[i], NULL);
+    for (long i = 0; i < crowd; i++) pthread_join(th[i], NULL);
     while (crowd_n) ebb_free(crowd_x[--crowd_n]);
     census_holds("threads gone");
     pthread_attr_destroy(&a);
