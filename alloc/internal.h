@@ -877,6 +877,19 @@ uint32_t ebbi_tc_list_max(unsigned cls);
 void ebbi_tc_flush_self(void);       /* return the caller's whole cache */
 void ebbi_tc_thread_exit(void *arg); /* pthread key destructor */
 size_t ebbi_tc_cached_bytes(size_t *threads);
+/* The budget against what the caches hold, over every owned and parked record, read as
+ * ebbi_tc_cached_bytes reads them (tests). */
+struct ebb_tc_census {
+    size_t records, parked; /* on tc_all, on tc_parked */
+    size_t claimed;         /* sum of the records' claimed */
+    size_t room_bytes;      /* sum of max * size */
+    size_t held_bytes;      /* sum of length * size (what ebbi_tc_cached_bytes counts) */
+    size_t over_lists;      /* lists longer than their max */
+    size_t over_bytes;      /* bytes of objects beyond max on those */
+    size_t bad_claims;      /* records whose claimed differs from their room */
+    int64_t left, total;    /* budget_left, EBB_THREAD_CACHE_MAX */
+};
+void ebbi_tc_census(struct ebb_tc_census *c);
 /* NULL when the caller's cache, the parked and the free records agree with their counters
  * and the budget (what it can read safely: thread_cache.c, checks). */
 const char *ebbi_tc_verify(void);

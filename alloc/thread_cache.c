@@ -81,7 +81,27 @@ static struct ebb_tcache *tc_all, *tc_free;
  * prev/next, until their owners take them back or exit. */
 static struct ebb_tcache *tc_parked;
 static size_t tc_threads;
-static _Atomic int64_t budget_left; /* bytes not claimed by any thread */
+/* Bytes not claimed by any thread.
+ *
+ * The bound on what the caches hold.  A record's claimed is sum(max * size) over its
+ * lists (verify_claims), claim() takes from budget_left by CAS before it adds to claimed
+ * and unclaim() gives back after, so the claims of all records (owned and parked; free
+ * ones claim nothing) plus budget_left are at most EBB_THREAD_CACHE_MAX, the total as it
+ * grew (update_share: max(the CPU-based total, threads * TC_PER_THREAD up to
+ * TC_GROWN_MAX), so above TC_GROWN_MAX on more than 32 CPUs).  A list holds at most its
+ * max objects whenever its owner is outside a slow path: free's fast path pushes only
+ * while room is at least one, and every slow path that lets room go below 0 (free's push
+ * before its release, refill's chain before shrink_list, recount) brings it back before
+ * it returns.  So with every owner outside a slow path the bytes cached (parked records
+ * count their max, at most the two a drain kept) are at most the claims, and these at
+ * most the total; test_tc_verify counts it per list for 400 threads, busy and emptied.
+ * The per-thread transient: an owner inside a slow path may hold one object above its
+ * list's max (a free's push before the release, or a refill's one object with max 0),
+ * and ebbi_tc_cached_bytes, which reads max and then room of running owners without
+ * order, may count one list off by the grow or shrink under way (at most share/8 bytes,
+ * or one object for a list's first claim).  Claims are never above the total, even for
+ * a moment: the one object a list with no room may take is claimed like any other. */
+static _Atomic int64_t budget_left;
 /* A thread's fair part of the budget: EBB_THREAD_CACHE_MAX over the threads with a
  * cache, at most EBB_THREAD_CACHE_ONE.  Written under tc_list_lock, read anywhere. */
 static _Atomic size_t tc_share;
@@ -447,8 +467,9 @@ uint32_t ebbi_tc_list_max(unsigned cls) {
     return tc->real ? tc->slow[cls].max : 0;
 }
 
-/* Racy by design: lengths are read while their owners run.  A parked record keeps at
- * most max objects (see keep_two), give or take the one call its owner was stopped in. */
+/* Racy by design: lengths are read while their owners run (the transient at budget_left
+ * above; exact when every owner is outside a slow path).  A parked record keeps at most
+ * max objects (see keep_two), give or take the one call its owner was stopped in. */
 __attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threads) {
     size_t bytes = 0;
     ebbi_lock(&tc_list_lock);
@@ -463,6 +484,33 @@ __attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threa
     if (threads) *threads = tc_threads;
     ebbi_unlock(&tc_list_lock);
     return bytes;
+}
+
+/* The same reading as ebbi_tc_cached_bytes, with the claims and the lists over their max
+ * beside it (tests): exact while every owner is outside a slow path. */
+__attribute__((no_sanitize("thread"))) void ebbi_tc_census(struct ebb_tc_census *c) {
+    memset(c, 0, sizeof *c);
+    ebbi_lock(&tc_list_lock);
+    for (int pass = 0; pass < 2; pass++)
+        for (struct ebb_tcache *tc = pass ? tc_parked : tc_all; tc; tc = tc->next) {
+            size_t room_bytes = 0;
+            pass ? c->parked++ : c->records++;
+            for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+                int64_t max = *(volatile uint16_t *)&tc->slow[cls].max;
+                int64_t room = *(volatile int64_t *)&tc->room[cls] >> EBB_TC_ROOM_SHIFT;
+                int64_t n = pass ? max : max - room;
+                room_bytes += (size_t)max * csize(cls);
+                if (n > 0) c->held_bytes += (size_t)n * csize(cls);
+                if (n > max) c->over_lists++, c->over_bytes += (size_t)(n - max) * csize(cls);
+            }
+            size_t claimed = __atomic_load_n(&tc->claimed, __ATOMIC_RELAXED);
+            c->room_bytes += room_bytes;
+            c->claimed += claimed;
+            c->bad_claims += claimed != room_bytes;
+        }
+    c->left = atomic_load_explicit(&budget_left, memory_order_relaxed);
+    c->total = ebbi_opt(EBB_OPT_THREAD_CACHE_MAX);
+    ebbi_unlock(&tc_list_lock);
 }
 
 /* ---------------------------------------------------------------- idle threads

@@ -317,11 +317,104 @@ static void every_busy_thread_gets_its_share(void **state) {
     assert_null(ebbi_tc_verify());
 }
 
+/* The bound on what all caches hold, counted per list: 400 threads (the stress test's
+ * crowd) allocate and free a mix of sizes, hand a quarter of their blocks to each other,
+ * and stop at a barrier with their caches full; then every cache is emptied as if its
+ * thread slept (the drain keeps two objects a list), and counted again.  With every
+ * owner stopped the counts are exact (see the bound in thread_cache.c): no list holds
+ * more than its max, each record claims sum(max * size), the claims and budget_left add
+ * up to the total, and the bytes cached (what ebb_stats reports) are at most the claims.
+ * The total is EBB_THREAD_CACHE_MAX as it grew, not TC_GROWN_MAX: on more than 32 CPUs
+ * the CPU-based total is the bigger.  EBB_STRESS_THREADS sets fewer threads (the
+ * sanitizer runs, tests/sanitize.sh). */
+#define CROWD 400
+static pthread_barrier_t crowd_bar;
+static pthread_mutex_t crowd_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *crowd_x[1024];
+static int crowd_n;
+
+static void *crowd_work(void *arg) {
+    uint64_t x = (uintptr_t)arg * 0x9e3779b97f4a7c15u + 7;
+    enum { LIVE = 32 };
+    void *v[LIVE] = {0};
+    pthread_barrier_wait(&crowd_bar);
+    for (int i = 0; i < 3000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int k = (int)(x % LIVE);
+        if (v[k] && x % 7 < 2) { /* ours to the exchange, someone else's back */
+            pthread_mutex_lock(&crowd_mu);
+            void *q = crowd_n ? crowd_x[--crowd_n] : NULL;
+            crowd_x[crowd_n++] = v[k];
+            pthread_mutex_unlock(&crowd_mu);
+            v[k] = q;
+        } else if (v[k]) {
+            ebb_free(v[k]);
+            v[k] = NULL;
+        } else {
+            uint64_t r = x >> 20;
+            size_t n = x % 16 == 15 ? r % 300000 : x % 16 >= 13 ? r % 20000 : r % 600;
+            v[k] = ebb_malloc(n);
+        }
+    }
+    pthread_barrier_wait(&crowd_bar); /* all stopped with their caches: counted */
+    pthread_barrier_wait(&crowd_bar); /* emptied and counted again */
+    for (int k = 0; k < LIVE; k++) ebb_free(v[k]);
+    return NULL;
+}
+
+static void census_holds(const char *when) {
+    struct ebb_tc_census c;
+    struct ebb_stats st;
+    ebbi_tc_census(&c);
+    ebb_stats(&st);
+    print_message("%s: %zu caches, %zu parked; claimed %.2f MiB of %.2f, cached %.2f MiB (stats %.2f); "
+                  "%zu lists over their max\n",
+                  when, c.records, c.parked, c.claimed / 1048576.0, c.total / 1048576.0,
+                  c.held_bytes / 1048576.0, st.thread_cache / 1048576.0, c.over_lists);
+    assert_int_equal(c.over_lists, 0);
+    assert_int_equal(c.bad_claims, 0);
+    assert_true(c.left >= 0);
+    assert_int_equal((uint64_t)c.left + c.claimed, (uint64_t)c.total);
+    assert_true(c.held_bytes <= c.claimed);
+    assert_true(st.thread_cache <= (uint64_t)c.total);
+    assert_null(ebbi_tc_verify());
+}
+
+static void cached_bytes_within_the_budget(void **state) {
+    (void)state;
+    static pthread_t th[CROWD];
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setstacksize(&a, 256 << 10);
+    const char *knob = getenv("EBB_STRESS_THREADS");
+    long crowd = knob && *knob ? strtol(knob, NULL, 0) : CROWD;
+    if (crowd < 1 || crowd > CROWD) crowd = CROWD;
+    pthread_barrier_init(&crowd_bar, NULL, (unsigned)crowd + 1);
+    for (long i = 0; i < crowd; i++)
+        assert_int_equal(pthread_create(&th[i], &a, crowd_work, (void *)(i + 1)), 0);
+    pthread_barrier_wait(&crowd_bar);
+    pthread_barrier_wait(&crowd_bar);
+    census_holds("busy caches");
+    size_t emptied = ebbi_tc_drain_idle(true);
+    print_message("%zu caches emptied\n", emptied);
+    census_holds("emptied caches");
+    pthread_barrier_wait(&crowd_bar);
+    for (long i = 0; i < crowd; i++) pthread_join(th[i], NULL);
+    while (crowd_n) ebb_free(crowd_x[--crowd_n]);
+    census_holds("threads gone");
+    pthread_attr_destroy(&a);
+    pthread_barrier_destroy(&crowd_bar);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(own_cache_passes),           cmocka_unit_test(broken_count_fails),
-        cmocka_unit_test(broken_link_fails),          cmocka_unit_test(threads_pass),
-        cmocka_unit_test(fork_child_budget_is_exact), cmocka_unit_test(every_busy_thread_gets_its_share),
+        cmocka_unit_test(own_cache_passes),
+        cmocka_unit_test(broken_count_fails),
+        cmocka_unit_test(broken_link_fails),
+        cmocka_unit_test(threads_pass),
+        cmocka_unit_test(fork_child_budget_is_exact),
+        cmocka_unit_test(every_busy_thread_gets_its_share),
+        cmocka_unit_test(cached_bytes_within_the_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
