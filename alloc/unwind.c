@@ -1176,7 +1176,7 @@ static void row_put(const struct row *in) {
     struct row *r = row_set(in->key);
     uintptr_t k0 = __atomic_load_n(&r[0].w[0], __ATOMIC_RELAXED),
               k1 = __atomic_load_n(&r[1].w[0], __ATOMIC_RELAXED);
-    if (k0 != in->key && (k1 == in->key || (k0 && (!k1 || (in->key >> 1 & 1))))) r++;
+    if (k0 != in->key && (k1 == in->key || (k0 && (!k1 || (in->key >> 3 & 1))))) r++;
     uint64_t s = atomic_load_explicit(&r->seq, memory_order_relaxed);
     if ((s & 1) || !atomic_compare_exchange_strong_explicit(&r->seq, &s, s + 1, memory_order_relaxed,
                                                             memory_order_relaxed))
@@ -1437,7 +1437,29 @@ static void tl_set(int i, struct uw_range r) {
 /* The stacks the walk may read, the one holding sp first.  The walk holds the table
  * (w->tab), which a rescan here replaces (*rescanned: the one rescan of this walk);
  * false, with w->tab perhaps NULL, when sp's stack cannot be found. */
+static EBB_TLS bool tl_stack_busy; /* see stack_range */
+
+static bool find_stack(struct walk *w, uintptr_t sp, bool *rescanned, bool nested);
+
+/* A walk in a signal handler that interrupted this thread's own stack_range (its own
+ * sample, on an alternate signal stack) goes through here too.  It may read tl_stack:
+ * the interrupted thread stands still at one point of its tl_set, so the handler sees
+ * each entry old, empty (hi 0) or new.  But it must not write it: the interrupted copy
+ * of an entry, or its tl_set, would then finish over the handler's and leave a range
+ * made of two stacks, trusted for the thread's life.  So a nested walk uses the range
+ * it found for itself alone.  tl_stack_busy is this thread's own (signal fences keep the
+ * compiler's order; no other thread reads it). */
 static bool stack_range(struct walk *w, uintptr_t sp, bool *rescanned) {
+    const bool nested = tl_stack_busy;
+    tl_stack_busy = true;
+    atomic_signal_fence(memory_order_seq_cst);
+    bool ok = find_stack(w, sp, rescanned, nested);
+    atomic_signal_fence(memory_order_seq_cst);
+    tl_stack_busy = nested;
+    return ok;
+}
+
+static bool find_stack(struct walk *w, uintptr_t sp, bool *rescanned, bool nested) {
     for (int i = 0; i < 2; i++)
         if (sp >= tl_stack[i].lo && sp < tl_stack[i].hi) {
             w->stk[0] = tl_stack[i], w->stk[1] = tl_stack[!i];
@@ -1459,6 +1481,10 @@ static bool stack_range(struct walk *w, uintptr_t sp, bool *rescanned) {
     } else {
         atomic_fetch_add_explicit(&uw_maps_reads, 1, memory_order_relaxed);
         if (!find_mapping(sp, &r)) return false;
+    }
+    if (nested) {
+        w->stk[0] = r, w->stk[1] = (struct uw_range){0, 0};
+        return true;
     }
     int i = tl_stack[1].hi == r.hi; /* the same stack, deeper: its entry grows */
     if (!i && tl_stack[0].hi != r.hi) tl_set(1, tl_stack[0]);
