@@ -26,10 +26,10 @@
  * code, which has no unwind information) is recorded and ends the walk.
  *
  * The module table is two buffers: readers count themselves into the current one; a
- * rescan (one thread at a time, never waited for) fills the other only while nobody
- * reads it, then publishes it.  All four steps are seq_cst, so a reader that counted
- * itself into a buffer and then saw it still current is seen by the rescanner's check
- * (and backs off otherwise); on arm64 as on x86. */
+ * rescan (one thread at a time, waited for only while it progresses) fills the other
+ * only while nobody reads it, then publishes it.  All four steps are seq_cst, so a
+ * reader that counted itself into a buffer and then saw it still current is seen by
+ * the rescanner's check (and backs off otherwise); on arm64 as on x86. */
 #define _GNU_SOURCE
 #include <elf.h>
 #include <fcntl.h>
@@ -89,11 +89,13 @@ struct uw_table {
 
 static struct uw_table *uw_buf[2];
 static struct uw_table *_Atomic uw_cur;
-static _Atomic int uw_scanning;       /* a rescan is running (trylock, never waited for) */
-static _Atomic uint64_t uw_window_ms; /* the second in which rescans are counted */
-static _Atomic unsigned uw_window_n;  /* rescans started in it */
-static _Atomic int uw_pid;            /* for process_vm_readv on ourselves */
-static _Atomic int uw_safe_read = 1;  /* process_vm_readv works here (seccomp may forbid it) */
+static _Atomic int uw_scanning;        /* a rescan is running (trylock; see scan_wait) */
+static _Atomic unsigned uw_scan_lines; /* maps lines a rescan has read: its progress */
+static EBB_TLS bool tl_scanning;       /* this thread holds uw_scanning (a handler here waits not) */
+static _Atomic uint64_t uw_window_ms;  /* the second in which rescans are counted */
+static _Atomic unsigned uw_window_n;   /* rescans started in it */
+static _Atomic int uw_pid;             /* for process_vm_readv on ourselves */
+static _Atomic int uw_safe_read = 1;   /* process_vm_readv works here (seccomp may forbid it) */
 /* Pages of return addresses that no rescan could place: they do not trigger another. */
 static _Atomic uintptr_t uw_unknown[16];
 static _Atomic unsigned uw_unknown_pos;
@@ -420,6 +422,7 @@ static bool scan_into(struct uw_table *t) {
     g.n = 0;
     struct maps_line l;
     while (maps_next(&m, &l)) {
+        atomic_fetch_add_explicit(&uw_scan_lines, 1, memory_order_relaxed);
         bool exec = l.perms[2] == 'x';
         if (l.inode && g.n && l.inode == g.inode && l.dev == g.dev) {
             if (g.n < GROUP_MAX) g.l[g.n++] = l;
@@ -463,12 +466,18 @@ static bool tables_map(void);
 static const struct uw_module *find_module(const struct uw_table *t, uintptr_t pc);
 static uint32_t uw_ids; /* module ids handed out; under uw_scanning */
 
+static bool rescan_allowed(void);
+
 /* Reads the maps into the buffer nobody reads, and makes it current.  False if another
- * thread is scanning, or still reads the other buffer, or the maps cannot be read. */
+ * thread is scanning, or still reads the other buffer, or the maps cannot be read, or
+ * UW_RESCANS scans ran this second already (only scans count: a thread that waits for
+ * another's scan costs nothing). */
 static bool rescan(void) {
     if (atomic_exchange_explicit(&uw_scanning, 1, memory_order_acquire)) return false;
     bool done = false;
-    if (uw_buf[0] || tables_map()) {
+    tl_scanning = true;
+    atomic_signal_fence(memory_order_seq_cst);
+    if (rescan_allowed() && (uw_buf[0] || tables_map())) {
         struct uw_table *cur = atomic_load(&uw_cur);
         struct uw_table *next = cur == uw_buf[0] ? uw_buf[1] : uw_buf[0];
         if (atomic_load(&next->readers) == 0 && scan_into(next)) {
@@ -488,6 +497,8 @@ static bool rescan(void) {
             done = true;
         }
     }
+    atomic_signal_fence(memory_order_seq_cst);
+    tl_scanning = false;
     atomic_store_explicit(&uw_scanning, 0, memory_order_release);
     return done;
 }
@@ -502,13 +513,38 @@ static bool rescan_allowed(void) {
     return atomic_fetch_add_explicit(&uw_window_n, 1, memory_order_relaxed) < UW_RESCANS;
 }
 
-/* A newer table than `seen`: scanned here, or by the thread that was scanning (waited
- * for a few milliseconds at most: a scan never waits for anything itself). */
+/* Waits for another thread's scan to end.  A scan takes what reading the maps takes: a
+ * millisecond or two for a few hundred mappings, tens of milliseconds for a JVM's
+ * thousands or under a sanitizer, which is what the waiter would spend reading them
+ * itself.  So it waits as long as the scanner reads a line every UW_SCAN_STALL_MS, and
+ * UW_SCAN_WAIT_MS in all: a scanner stopped in a signal handler (a JVM's suspension) or
+ * by a debugger costs a waiter at most that stall.  A handler that interrupted this
+ * thread's own scan never waits (tl_scanning: the scan cannot go on before it returns).
+ * The waiter spins briefly, then sleeps a millisecond at a time (nanosleep is
+ * async-signal-safe).  Ordering: the scanner publishes uw_cur before its release store
+ * of uw_scanning; the acquire load here that finds 0 makes the new table visible. */
+#define UW_SCAN_STALL_MS 20
+#define UW_SCAN_WAIT_MS 1000
+static void scan_wait(void) {
+    if (tl_scanning) return;
+    const uint64_t start = ebbi_now_ms();
+    uint64_t moved = start;
+    unsigned lines = atomic_load_explicit(&uw_scan_lines, memory_order_relaxed);
+    for (unsigned spin = 0; atomic_load_explicit(&uw_scanning, memory_order_acquire); spin++) {
+        const uint64_t now = ebbi_now_ms();
+        const unsigned l = atomic_load_explicit(&uw_scan_lines, memory_order_relaxed);
+        if (l != lines) lines = l, moved = now;
+        else if (now - moved >= UW_SCAN_STALL_MS) return;
+        if (now - start >= UW_SCAN_WAIT_MS) return;
+        if (spin < 64) ebbi_cpu_relax();
+        else ebbi_os_sleep_ms(1);
+    }
+}
+
+/* A newer table than `seen`: scanned here, or by the thread that was scanning. */
 static bool refresh(struct uw_table *seen) {
     if (rescan()) return true;
-    uint64_t start = ebbi_now_ms();
-    while (atomic_load_explicit(&uw_scanning, memory_order_acquire) && ebbi_now_ms() - start < 8)
-        ebbi_cpu_relax();
+    scan_wait();
     return atomic_load(&uw_cur) != seen;
 }
 
@@ -1467,7 +1503,7 @@ static bool find_stack(struct walk *w, uintptr_t sp, bool *rescanned, bool neste
         }
     struct uw_range r;
     bool found = table_range(w->tab, sp, &r);
-    if (!found && !*rescanned && rescan_allowed()) {
+    if (!found && !*rescanned) {
         *rescanned = true;
         if (refresh(w->tab)) {
             table_release(w->tab);
@@ -1589,8 +1625,7 @@ EBB_NOINLINE int ebbi_unwind(uint64_t *out, int max) {
         /* Code mapped since the last scan (a dlopen), or an object that is not what the
          * scan saw (unloaded, another one at its place): read the maps again, once. */
         bool stale = m && m->table && !module_checked(&w, m);
-        if (((!m && !in_anon(w.tab, w.pc) && !unknown_page(w.pc)) || stale) && !rescanned &&
-            rescan_allowed()) {
+        if (((!m && !in_anon(w.tab, w.pc) && !unknown_page(w.pc)) || stale) && !rescanned) {
             rescanned = true;
             struct uw_table *seen = w.tab;
             if (refresh(seen)) {

@@ -364,8 +364,13 @@ static void table_without_dev_shm_is_anonymous(void **state) {
 /* ---------------------------------------------------------------- the thread's stack
  * A walk reads stack slots only inside its thread's stack.  New threads find their
  * stacks in the table of mappings all threads share, not by reading /proc/self/maps
- * each; an entry of that table that went stale is probed, not trusted. */
-#define STACK_THREADS 16
+ * each; an entry of that table that went stale is probed, not trusted.  More threads
+ * start at once than the table may be rescanned in a second (32): the threads that
+ * wait for another's rescan do not count against that limit.  Their stacks are larger
+ * than any thread's before (glibc would hand out a cached stack the table knows).  And
+ * the process has thousands of mappings, as a JVM has, so that a rescan takes
+ * milliseconds (tens under a sanitizer) and the threads that miss wait for it. */
+#define STACK_THREADS 48
 
 struct stack_seen {
     pthread_barrier_t *all_there;
@@ -408,8 +413,16 @@ static void *find_own_stack(void *arg) {
     return NULL;
 }
 
+#define MANY_MAPPINGS 20000
+
 static void new_threads_find_their_stacks_in_the_shared_table(void **state) {
     (void)state;
+    /* shared anonymous pages are never merged: one line of the maps each */
+    static void *pages[MANY_MAPPINGS];
+    for (int i = 0; i < MANY_MAPPINGS; i++) {
+        pages[i] = mmap(NULL, 4096, PROT_NONE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        assert_true(pages[i] != MAP_FAILED);
+    }
     uintptr_t lo, hi;
     assert_true(ebbi_unwind_stack_bounds(&lo, &hi)); /* the table exists */
     uint64_t reads0, hits0, reads1, hits1;
@@ -418,13 +431,18 @@ static void new_threads_find_their_stacks_in_the_shared_table(void **state) {
     struct stack_seen seen[STACK_THREADS];
     pthread_barrier_t b;
     pthread_barrier_init(&b, NULL, STACK_THREADS);
+    pthread_attr_t a;
+    assert_int_equal(pthread_attr_init(&a), 0);
     for (int i = 0; i < STACK_THREADS; i++) {
         seen[i] = (struct stack_seen){.all_there = &b};
-        assert_int_equal(pthread_create(&th[i], NULL, find_own_stack, &seen[i]), 0);
+        assert_int_equal(pthread_attr_setstacksize(&a, (9 << 20) + ((size_t)i << 16)), 0);
+        assert_int_equal(pthread_create(&th[i], &a, find_own_stack, &seen[i]), 0);
     }
+    pthread_attr_destroy(&a);
     for (int i = 0; i < STACK_THREADS; i++) pthread_join(th[i], NULL);
     pthread_barrier_destroy(&b);
     ebbi_unwind_counts(&reads1, &hits1);
+    for (int i = 0; i < MANY_MAPPINGS; i++) munmap(pages[i], 4096);
     bool probe = can_probe();
     uint64_t unlisted = 0;
     for (int i = 0; i < STACK_THREADS; i++) {
