@@ -55,12 +55,13 @@
 
 #define UW_MODULES 512
 #define UW_ANON 64
-#define UW_STACKS 4096  /* readable anonymous mappings a table knows: where stacks may be */
-#define UW_PROBE_MAX 64 /* kernel pages of a stack probed at one lookup at most */
-#define UW_VERIFY 16    /* objects checked per walk */
-#define UW_RESCANS 32   /* rescans per second at most (garbage return addresses) */
-#define UW_SKIP_MAX 24  /* allocator frames are among the first this many */
-#define UW_REMEMBER 4   /* DW_CFA_remember_state depth */
+#define UW_STACKS 4096                    /* readable anonymous mappings a table knows: where stacks may be */
+#define UW_PROBE_MAX 64                   /* kernel pages of a stack probed at one lookup at most */
+#define UW_TP_SLACK ((uintptr_t)64 << 10) /* a stack's end above its thread pointer at most */
+#define UW_VERIFY 16                      /* objects checked per walk */
+#define UW_RESCANS 32                     /* rescans per second at most (garbage return addresses) */
+#define UW_SKIP_MAX 24                    /* allocator frames are among the first this many */
+#define UW_REMEMBER 4                     /* DW_CFA_remember_state depth */
 
 struct uw_range {
     uintptr_t lo, hi;
@@ -1403,20 +1404,44 @@ static bool entry_fn(uintptr_t fn) {
  * bytes of every kernel page, through process_vm_readv (an unmapped or unreadable page
  * fails with EFAULT, never with a fault).  Then: the stack pointer is in this thread's
  * stack now (the thread runs on it), every page from it up to hi was readable a moment
- * ago, and the table saw them as one mapping with it.  That is the trust a read of the
- * maps by the thread itself gave, and kept for the thread's life: a moment's view of a
- * mapping, perhaps merged with a neighbour.  A later walk from deeper down probes only
- * the pages it adds below lo.  A lookup that misses, or whose probe fails, rescans the
- * table once (one thread scans, rate-limited with the module rescans) and looks again;
- * failing that the thread reads the maps for itself, as before.  So does a thread where
- * process_vm_readv is refused (nothing to probe with), or whose range would take more
- * than UW_PROBE_MAX probes (a first walk deep down a stack).
+ * ago, and the table saw them as one mapping with it.  What the probe cannot see is
+ * where the stack ends when a stale entry runs on past it into another readable mapping
+ * (the new stack mapped at the bottom of an old region whose upper part stayed): the
+ * walk would then trust memory that is not its stack for the thread's life, and fault
+ * once that mapping goes.  So the entry must also end where the thread's stack ends:
+ * glibc puts the thread's descriptor at the top of every stack it starts a thread on
+ * (its own or one the program gave, pthread_attr_setstack), just below the end on
+ * x86-64 (the TCB is the descriptor) and below the static TLS block on arm64, so the
+ * thread pointer lies in [sp, hi) and at most UW_TP_SLACK below hi.  An entry that ends
+ * further up is not trusted.  The main thread, whose TLS is mapped apart from its
+ * stack, and a walk on a signal stack or a stack glibc did not set up, fail the test
+ * too and read the maps for themselves, once per stack (tl_stack keeps the range).
+ * That is the trust a read of the maps by the thread itself gave, and kept for the
+ * thread's life: a moment's view of a mapping.  A later walk from deeper down probes
+ * only the pages it adds below lo.  A lookup that misses, or whose probe or end test
+ * fails, rescans the table once (one thread scans, rate-limited with the module rescans)
+ * and looks again; failing that the thread reads the maps for itself, as before.  So
+ * does a thread where process_vm_readv is refused (nothing to probe with), or whose
+ * range would take more than UW_PROBE_MAX probes (a first walk deep down a stack).
  *
  * Ordering: the list is written by the scanning thread before it publishes the table,
  * and never while a reader has it (the table's reader count, seq_cst, see above), so a
  * thread that acquired the table reads it whole, on arm64 too.  A fork child keeps the
  * table and its thread's ranges: it has the parent's mappings, the other threads'
  * stacks included (they stay mapped), and what changes after is caught by the probe. */
+
+/* The thread pointer: glibc's descriptor of this thread (see above). */
+static inline uintptr_t thread_pointer(void) {
+    uintptr_t tp;
+#if defined(__x86_64__)
+    __asm__("movq %%fs:0, %0" : "=r"(tp));
+#elif defined(__aarch64__)
+    __asm__("mrs %0, tpidr_el0" : "=r"(tp));
+#else
+    tp = 0; /* no end test: every lookup fails it, and the maps are read */
+#endif
+    return tp;
+}
 
 /* Every kernel page of [lo, hi) was readable a moment ago (8 bytes of each read through
  * the kernel).  False where one was not, and where process_vm_readv cannot be used. */
@@ -1448,6 +1473,8 @@ static const struct uw_range *table_stack(const struct uw_table *t, uintptr_t sp
 static bool table_range(const struct uw_table *t, uintptr_t sp, struct uw_range *r) {
     const struct uw_range *m = t ? table_stack(t, sp) : NULL;
     if (!m) return false;
+    const uintptr_t tp = thread_pointer();
+    if (tp < sp || tp >= m->hi || m->hi - tp > UW_TP_SLACK) return false; /* not where its stack ends */
     const size_t ps = ebbi_os_page_size();
     uintptr_t lo = sp & ~(uintptr_t)(ps - 1), to = m->hi;
     for (int i = 0; i < 2; i++)

@@ -513,6 +513,28 @@ static void a_stale_table_entry_is_probed_not_trusted(void **state) {
     munmap(r, size + 2 * ps);
 }
 
+/* A stale entry that runs on past a new stack into another readable mapping: every page
+ * the walk would read probes readable, but the stack ends below them (the thread's
+ * descriptor is at its top), and the walk must not take the rest for stack. */
+static void a_stale_entry_past_the_stack_end_is_not_trusted(void **state) {
+    (void)state;
+    const size_t size = (size_t)256 << 10, ps = (size_t)getpagesize();
+    char *r = mmap(NULL, size + 2 * ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(r != MAP_FAILED);
+    char *a = r + ps;
+    assert_int_equal(mprotect(a, size, PROT_READ | PROT_WRITE), 0);
+    struct stack_seen s;
+    run_on_stack(a, size, &s); /* the table lists [a, a + size) */
+    assert_true(s.hi == (uintptr_t)a + size);
+    /* the lower half becomes the next stack, the upper half a mapping of its own, still
+     * readable (another protection, so that the kernel keeps the two apart) */
+    assert_int_equal(mprotect(a + size / 2, size / 2, PROT_READ), 0);
+    run_on_stack(a, size / 2, &s);
+    assert_true(s.lo <= s.sp && s.sp < s.hi);
+    assert_true(s.hi == (uintptr_t)a + size / 2);
+    munmap(r, size + 2 * ps);
+}
+
 /* The unwinder's cache of compact rows keeps two frames whose return addresses hash
  * alike (a direct map evicted one for the other at every walk). */
 static void unwind_rows_keep_two_of_one_set(void **state) {
@@ -533,6 +555,7 @@ int main(void) {
         cmocka_unit_test(table_without_dev_shm_is_anonymous),
         cmocka_unit_test(new_threads_find_their_stacks_in_the_shared_table),
         cmocka_unit_test(a_stale_table_entry_is_probed_not_trusted),
+        cmocka_unit_test(a_stale_entry_past_the_stack_end_is_not_trusted),
         cmocka_unit_test(unwind_rows_keep_two_of_one_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
