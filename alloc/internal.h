@@ -876,9 +876,10 @@ size_t ebbi_tc_list_len(unsigned cls); /* objects in the caller's own list (test
 uint32_t ebbi_tc_list_max(unsigned cls);
 void ebbi_tc_flush_self(void);       /* return the caller's whole cache */
 void ebbi_tc_thread_exit(void *arg); /* pthread key destructor */
+/* What the thread caches hold (ebbi_tc_census's held_bytes) and, in *threads, how many
+ * threads have one. */
 size_t ebbi_tc_cached_bytes(size_t *threads);
-/* The budget against what the caches hold, over every owned and parked record, read as
- * ebbi_tc_cached_bytes reads them (tests). */
+/* The budget against what the caches hold, over every owned and parked record. */
 struct ebb_tc_census {
     size_t records, parked; /* on tc_all, on tc_parked */
     size_t claimed;         /* sum of the records' claimed */
@@ -888,6 +889,7 @@ struct ebb_tc_census {
     size_t over_bytes;      /* bytes of objects beyond max on those */
     size_t bad_claims;      /* records whose claimed differs from their room */
     int64_t left, total;    /* budget_left, EBB_THREAD_CACHE_MAX */
+    size_t threads;         /* threads with a cache (tc_threads) */
 };
 void ebbi_tc_census(struct ebb_tc_census *c);
 /* NULL when the caller's cache, the parked and the free records agree with their counters

@@ -467,27 +467,10 @@ uint32_t ebbi_tc_list_max(unsigned cls) {
     return tc->real ? tc->slow[cls].max : 0;
 }
 
-/* Racy by design: lengths are read while their owners run (the transient at budget_left
- * above; exact when every owner is outside a slow path).  A parked record keeps at most
- * max objects (see keep_two), give or take the one call its owner was stopped in. */
-__attribute__((no_sanitize("thread"))) size_t ebbi_tc_cached_bytes(size_t *threads) {
-    size_t bytes = 0;
-    ebbi_lock(&tc_list_lock);
-    for (int pass = 0; pass < 2; pass++)
-        for (struct ebb_tcache *tc = pass ? tc_parked : tc_all; tc; tc = tc->next)
-            for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
-                int64_t max = *(volatile uint16_t *)&tc->slow[cls].max;
-                int64_t room = *(volatile int64_t *)&tc->room[cls] >> EBB_TC_ROOM_SHIFT;
-                int64_t n = pass ? max : max - room;
-                if (n > 0) bytes += (size_t)n * csize(cls);
-            }
-    if (threads) *threads = tc_threads;
-    ebbi_unlock(&tc_list_lock);
-    return bytes;
-}
-
-/* The same reading as ebbi_tc_cached_bytes, with the claims and the lists over their max
- * beside it (tests): exact while every owner is outside a slow path. */
+/* What the caches hold, with the claims and the lists over their max beside it.  Racy by
+ * design: lengths are read while their owners run (the transient at budget_left above;
+ * exact when every owner is outside a slow path).  A parked record keeps at most max
+ * objects (see keep_two), give or take the one call its owner was stopped in. */
 __attribute__((no_sanitize("thread"))) void ebbi_tc_census(struct ebb_tc_census *c) {
     memset(c, 0, sizeof *c);
     ebbi_lock(&tc_list_lock);
@@ -510,7 +493,15 @@ __attribute__((no_sanitize("thread"))) void ebbi_tc_census(struct ebb_tc_census 
         }
     c->left = atomic_load_explicit(&budget_left, memory_order_relaxed);
     c->total = ebbi_opt(EBB_OPT_THREAD_CACHE_MAX);
+    c->threads = tc_threads;
     ebbi_unlock(&tc_list_lock);
+}
+
+size_t ebbi_tc_cached_bytes(size_t *threads) {
+    struct ebb_tc_census c;
+    ebbi_tc_census(&c);
+    if (threads) *threads = c.threads;
+    return c.held_bytes;
 }
 
 /* ---------------------------------------------------------------- idle threads
