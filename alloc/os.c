@@ -316,11 +316,13 @@ uint64_t ebbi_realtime_ms(void) {
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Sleeps ms milliseconds, resuming after signals. */
+/* Sleeps ms milliseconds, resuming after signals.  Through syscall(): not a cancellation
+ * point (glibc's nanosleep is one, and the heap profile's walk sleeps here inside malloc,
+ * where a thread cancelled would leave its table counted and its cache busy). */
 void ebbi_os_sleep_ms(uint64_t ms) {
     int saved = errno;
     struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) && errno == EINTR) {}
+    while (syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &ts, &ts) && errno == EINTR) {}
     errno = saved;
 }
 

@@ -55,13 +55,12 @@
 
 #define UW_MODULES 512
 #define UW_ANON 64
-#define UW_STACKS 4096                    /* readable anonymous mappings a table knows: where stacks may be */
-#define UW_PROBE_MAX 64                   /* kernel pages of a stack probed at one lookup at most */
-#define UW_TP_SLACK ((uintptr_t)64 << 10) /* a stack's end above its thread pointer at most */
-#define UW_VERIFY 16                      /* objects checked per walk */
-#define UW_RESCANS 32                     /* rescans per second at most (garbage return addresses) */
-#define UW_SKIP_MAX 24                    /* allocator frames are among the first this many */
-#define UW_REMEMBER 4                     /* DW_CFA_remember_state depth */
+#define UW_STACKS 4096  /* readable anonymous mappings a table knows: where stacks may be */
+#define UW_PROBE_MAX 64 /* kernel pages of a stack probed at one lookup at most */
+#define UW_VERIFY 16    /* objects checked per walk */
+#define UW_RESCANS 32   /* rescans per second at most (garbage return addresses) */
+#define UW_SKIP_MAX 24  /* allocator frames are among the first this many */
+#define UW_REMEMBER 4   /* DW_CFA_remember_state depth */
 
 struct uw_range {
     uintptr_t lo, hi;
@@ -468,16 +467,27 @@ static const struct uw_module *find_module(const struct uw_table *t, uintptr_t p
 static uint32_t uw_ids; /* module ids handed out; under uw_scanning */
 
 static bool rescan_allowed(void);
+static const struct uw_range *table_stack(const struct uw_table *t, uintptr_t sp);
+static void learn_tp_end(uintptr_t sp, uintptr_t hi);
 
 /* Reads the maps into the buffer nobody reads, and makes it current.  False if another
  * thread is scanning, or still reads the other buffer, or the maps cannot be read, or
  * UW_RESCANS scans ran this second already (only scans count: a thread that waits for
  * another's scan costs nothing). */
 static bool rescan(void) {
-    if (atomic_exchange_explicit(&uw_scanning, 1, memory_order_acquire)) return false;
-    bool done = false;
+    /* tl_scanning is set before uw_scanning is taken and cleared after it is given back,
+     * so that a handler here never waits for its own thread's scan; restored, not
+     * cleared: a handler's own rescan may run inside the outer one's window */
+    const bool was = tl_scanning;
     tl_scanning = true;
     atomic_signal_fence(memory_order_seq_cst);
+    if (atomic_exchange_explicit(&uw_scanning, 1, memory_order_acquire)) {
+        atomic_signal_fence(memory_order_seq_cst);
+        tl_scanning = was;
+        return false;
+    }
+    bool done = false;
+    atomic_fetch_add_explicit(&uw_scan_lines, 1, memory_order_relaxed); /* opened (qemu reads it all here) */
     if (rescan_allowed() && (uw_buf[0] || tables_map())) {
         struct uw_table *cur = atomic_load(&uw_cur);
         struct uw_table *next = cur == uw_buf[0] ? uw_buf[1] : uw_buf[0];
@@ -494,13 +504,18 @@ static bool rescan(void) {
             /* something changed: pages no scan could place may hold code now */
             if (!cur || next->n_mod != cur->n_mod)
                 for (int i = 0; i < 16; i++) atomic_store_explicit(&uw_unknown[i], 0, memory_order_relaxed);
+            /* this thread's stack as the scan saw it, which cannot be stale for it: the
+             * distance to its end is known before the threads that wait see the table */
+            const uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+            const struct uw_range *mine = table_stack(next, sp);
+            if (mine) learn_tp_end(sp, mine->hi);
             atomic_store(&uw_cur, next);
             done = true;
         }
     }
-    atomic_signal_fence(memory_order_seq_cst);
-    tl_scanning = false;
     atomic_store_explicit(&uw_scanning, 0, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+    tl_scanning = was;
     return done;
 }
 
@@ -521,8 +536,10 @@ static bool rescan_allowed(void) {
  * UW_SCAN_WAIT_MS in all: a scanner stopped in a signal handler (a JVM's suspension) or
  * by a debugger costs a waiter at most that stall.  A handler that interrupted this
  * thread's own scan never waits (tl_scanning: the scan cannot go on before it returns).
- * The waiter spins briefly, then sleeps a millisecond at a time (nanosleep is
- * async-signal-safe).  Ordering: the scanner publishes uw_cur before its release store
+ * The waiter spins briefly, then sleeps a millisecond at a time (clock_nanosleep through
+ * syscall(): async-signal-safe, and not a cancellation point).  Only a thread that looks
+ * for its stack waits (its other way is to read the maps itself); a walk that met an
+ * unknown return address does not, it ends there.  Ordering: the scanner publishes uw_cur before its release store
  * of uw_scanning; the acquire load here that finds 0 makes the new table visible. */
 #define UW_SCAN_STALL_MS 20
 #define UW_SCAN_WAIT_MS 1000
@@ -542,10 +559,14 @@ static void scan_wait(void) {
     }
 }
 
-/* A newer table than `seen`: scanned here, or by the thread that was scanning. */
-static bool refresh(struct uw_table *seen) {
-    if (rescan()) return true;
-    scan_wait();
+/* A newer table than `seen`: scanned here (*own, when not NULL), or by the thread that
+ * was scanning (waited for when `wait`). */
+static bool refresh(struct uw_table *seen, bool wait, bool *own) {
+    if (rescan()) {
+        if (own) *own = true;
+        return true;
+    }
+    if (wait) scan_wait();
     return atomic_load(&uw_cur) != seen;
 }
 
@@ -1411,18 +1432,22 @@ static bool entry_fn(uintptr_t fn) {
  * once that mapping goes.  So the entry must also end where the thread's stack ends:
  * glibc puts the thread's descriptor at the top of every stack it starts a thread on
  * (its own or one the program gave, pthread_attr_setstack), just below the end on
- * x86-64 (the TCB is the descriptor) and below the static TLS block on arm64, so the
- * thread pointer lies in [sp, hi) and at most UW_TP_SLACK below hi.  An entry that ends
- * further up is not trusted.  The main thread, whose TLS is mapped apart from its
- * stack, and a walk on a signal stack or a stack glibc did not set up, fail the test
- * too and read the maps for themselves, once per stack (tl_stack keeps the range).
- * That is the trust a read of the maps by the thread itself gave, and kept for the
- * thread's life: a moment's view of a mapping.  A later walk from deeper down probes
- * only the pages it adds below lo.  A lookup that misses, or whose probe or end test
- * fails, rescans the table once (one thread scans, rate-limited with the module rescans)
- * and looks again; failing that the thread reads the maps for itself, as before.  So
- * does a thread where process_vm_readv is refused (nothing to probe with), or whose
- * range would take more than UW_PROBE_MAX probes (a first walk deep down a stack).
+ * x86-64 (the TCB is the descriptor: 2,368 bytes below it with glibc 2.36) and below the
+ * static TLS block on arm64, the same distance for every such stack but for alignment.
+ * That distance is learned from views that cannot be stale for the thread (its own read
+ * of the maps, a table it scanned itself after its stack was mapped; uw_tp_end), and an
+ * entry is trusted only if the thread pointer lies in [sp, hi) less than a kernel page
+ * further below hi than that: a stale entry that runs on past the stack does so by a
+ * whole page at least.  A lookup that misses, or whose probe or end test fails,
+ * rescans the table once (one thread scans, rate-limited with the module rescans) and
+ * looks again; a table this thread scanned itself is trusted without the end test (the
+ * main thread, whose TLS is mapped apart from its stack, a signal stack, a coroutine's
+ * stack).  Failing that the thread reads the maps for itself, as before.  So does a
+ * thread where process_vm_readv is refused (nothing to probe with), or whose range
+ * would take more than UW_PROBE_MAX probes (a first walk deep down a stack).  Either
+ * way the range is kept for the thread's life (tl_stack): a moment's view of a mapping,
+ * the trust a read of the maps by the thread itself gave.  A later walk from deeper
+ * down probes only the pages it adds below lo.
  *
  * Ordering: the list is written by the scanning thread before it publishes the table,
  * and never while a reader has it (the table's reader count, seq_cst, see above), so a
@@ -1468,19 +1493,43 @@ static const struct uw_range *table_stack(const struct uw_table *t, uintptr_t sp
     return lo && sp < t->stk[lo - 1].hi ? &t->stk[lo - 1] : NULL;
 }
 
+/* The distance from the thread pointer up to its stack's end, the smallest seen in a view
+ * of the maps that cannot be stale for the thread (0: none yet).  Relaxed: a hint that
+ * only ever decreases; a thread that reads 0 or an old value only trusts less. */
+static _Atomic uintptr_t uw_tp_end;
+
+/* sp's stack ends at hi, as a view that cannot be stale for this thread saw it: what
+ * the distance from the thread pointer to a stack's end is. */
+static void learn_tp_end(uintptr_t sp, uintptr_t hi) {
+    const uintptr_t tp = thread_pointer();
+    if (tp < sp || tp >= hi) return; /* the main thread, a signal stack: not glibc's layout */
+    uintptr_t d = hi - tp, old = atomic_load_explicit(&uw_tp_end, memory_order_relaxed);
+    while ((!old || d < old) && !atomic_compare_exchange_weak_explicit(
+                                    &uw_tp_end, &old, d, memory_order_relaxed, memory_order_relaxed)) {}
+}
+
 /* sp's stack from the table, its pages probed: [sp's kernel page, the mapping's end).
- * Pages of a range this thread probed already (same end, higher lo) are not read again. */
-static bool table_range(const struct uw_table *t, uintptr_t sp, struct uw_range *r) {
+ * Pages of a range this thread probed already (same end, higher lo) are not read again.
+ * `fresh`: the table was scanned by this thread now, after its stack was mapped, so it
+ * is what a read of the maps would give; otherwise the entry must end where the thread's
+ * stack ends (see above): its thread pointer in [sp, hi), less than a kernel page
+ * further from hi than the smallest distance seen (stacks glibc set up differ in that
+ * distance by their alignment only, and a stale entry runs on at least a page past the
+ * stack it holds). */
+static bool table_range(const struct uw_table *t, uintptr_t sp, struct uw_range *r, bool fresh) {
     const struct uw_range *m = t ? table_stack(t, sp) : NULL;
     if (!m) return false;
-    const uintptr_t tp = thread_pointer();
-    if (tp < sp || tp >= m->hi || m->hi - tp > UW_TP_SLACK) return false; /* not where its stack ends */
     const size_t ps = ebbi_os_page_size();
+    if (!fresh) {
+        const uintptr_t tp = thread_pointer(), d = atomic_load_explicit(&uw_tp_end, memory_order_relaxed);
+        if (!d || tp < sp || tp >= m->hi || m->hi - tp >= d + ps) return false;
+    }
     uintptr_t lo = sp & ~(uintptr_t)(ps - 1), to = m->hi;
     for (int i = 0; i < 2; i++)
         if (tl_stack[i].hi == m->hi && tl_stack[i].lo > lo && tl_stack[i].lo < to) to = tl_stack[i].lo;
     if ((to - lo) / ps > UW_PROBE_MAX || !pages_readable(lo, to)) return false;
     *r = (struct uw_range){lo, m->hi};
+    if (fresh) learn_tp_end(sp, m->hi);
     return true;
 }
 
@@ -1529,14 +1578,15 @@ static bool find_stack(struct walk *w, uintptr_t sp, bool *rescanned, bool neste
             return true;
         }
     struct uw_range r;
-    bool found = table_range(w->tab, sp, &r);
+    bool found = table_range(w->tab, sp, &r, false);
     if (!found && !*rescanned) {
         *rescanned = true;
-        if (refresh(w->tab)) {
+        bool own = false;
+        if (refresh(w->tab, true, &own)) {
             table_release(w->tab);
             w->tab = table_acquire();
             w->nchecked = 0;
-            found = table_range(w->tab, sp, &r);
+            found = table_range(w->tab, sp, &r, own);
         }
     }
     if (found) {
@@ -1544,6 +1594,7 @@ static bool find_stack(struct walk *w, uintptr_t sp, bool *rescanned, bool neste
     } else {
         atomic_fetch_add_explicit(&uw_maps_reads, 1, memory_order_relaxed);
         if (!find_mapping(sp, &r)) return false;
+        learn_tp_end(sp, r.hi);
     }
     if (nested) {
         w->stk[0] = r, w->stk[1] = (struct uw_range){0, 0};
@@ -1562,7 +1613,7 @@ bool ebbi_unwind_stack_bounds(uintptr_t *lo, uintptr_t *hi) {
     uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
     w.nchecked = 0;
     if (!(w.tab = table_acquire())) {
-        refresh(NULL);
+        refresh(NULL, true, NULL);
         if (!(w.tab = table_acquire())) return false;
     }
     if ((ok = stack_range(&w, sp, &rescanned))) *lo = w.stk[0].lo, *hi = w.stk[0].hi;
@@ -1624,7 +1675,7 @@ EBB_NOINLINE int ebbi_unwind(uint64_t *out, int max) {
     w.pc = pc;
     w.exact = true;
     if (!(w.tab = table_acquire())) {
-        refresh(NULL);
+        refresh(NULL, true, NULL);
         if (!(w.tab = table_acquire())) return 0;
     }
     bool rescanned = false;
@@ -1655,7 +1706,7 @@ EBB_NOINLINE int ebbi_unwind(uint64_t *out, int max) {
         if (((!m && !in_anon(w.tab, w.pc) && !unknown_page(w.pc)) || stale) && !rescanned) {
             rescanned = true;
             struct uw_table *seen = w.tab;
-            if (refresh(seen)) {
+            if (refresh(seen, false, NULL)) {
                 table_release(w.tab);
                 w.tab = table_acquire();
                 w.nchecked = 0;
