@@ -996,6 +996,8 @@ void ebbi_unwind_counts(uint64_t *maps_reads, uint64_t *table_hits);
 /* The stack range a walk from the caller's frame may read (tests). */
 bool ebbi_unwind_stack_bounds(uintptr_t *lo, uintptr_t *hi);
 bool ebbi_unwind_rows_share_a_set(void); /* tests: the row cache keeps two keys of one set */
+void ebbi_unwind_row_cut(bool cut);      /* tests: that set's first row as a fork leaves it */
+extern uint64_t ebbi_unwind_patience_ms; /* tests: how long a scan is waited for (0: default) */
 
 /* ---------------------------------------------------------------- init.c */
 /* 0 none, 1 running, 2 done.  Everything initialisation writes (options, the link

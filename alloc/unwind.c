@@ -543,8 +543,16 @@ static bool rescan_allowed(void) {
  * of uw_scanning; the acquire load here that finds 0 makes the new table visible. */
 #define UW_SCAN_STALL_MS 20
 #define UW_SCAN_WAIT_MS 1000
+/* Set by a test before its threads start, never while one waits: both limits (0: the
+ * defaults), so that a scanner the scheduler keeps off the CPU longer than the stall
+ * (a loaded machine, a sanitizer) is still waited for.  Plain: written before the
+ * threads that read it are created. */
+uint64_t ebbi_unwind_patience_ms;
+
 static void scan_wait(void) {
     if (tl_scanning) return;
+    const uint64_t stall = ebbi_unwind_patience_ms ? ebbi_unwind_patience_ms : UW_SCAN_STALL_MS,
+                   limit = ebbi_unwind_patience_ms ? ebbi_unwind_patience_ms : UW_SCAN_WAIT_MS;
     const uint64_t start = ebbi_now_ms();
     uint64_t moved = start;
     unsigned lines = atomic_load_explicit(&uw_scan_lines, memory_order_relaxed);
@@ -552,8 +560,8 @@ static void scan_wait(void) {
         const uint64_t now = ebbi_now_ms();
         const unsigned l = atomic_load_explicit(&uw_scan_lines, memory_order_relaxed);
         if (l != lines) lines = l, moved = now;
-        else if (now - moved >= UW_SCAN_STALL_MS) return;
-        if (now - start >= UW_SCAN_WAIT_MS) return;
+        else if (now - moved >= stall) return;
+        if (now - start >= limit) return;
         if (spin < 64) ebbi_cpu_relax();
         else ebbi_os_sleep_ms(1);
     }
@@ -1261,6 +1269,15 @@ bool ebbi_unwind_rows_share_a_set(void) {
     return row_get(a, &out) && row_get(b, &out);
 }
 
+/* For tests: the first entry of that set is left as a writer that a fork cut off leaves
+ * it (seq odd), or (cut false) made whole again. */
+void ebbi_unwind_row_cut(bool cut) {
+    if (!uw_rows) return;
+    struct row *r = row_set((uintptr_t)1 << 62);
+    uint64_t seq = atomic_load_explicit(&r->seq, memory_order_relaxed);
+    if (cut != (bool)(seq & 1)) atomic_store_explicit(&r->seq, seq + 1, memory_order_relaxed);
+}
+
 /* The compact form of rules r, if they have one. */
 static bool row_make(const struct rules *r, unsigned ra_col, struct row *out) {
     if (r->cfa_expr || r->cfa_reg >= UW_NREG || r->cfa_off != (int32_t)r->cfa_off || ra_col != UW_RA)
@@ -1751,4 +1768,12 @@ void ebbi_unwind_fork_child(void) {
     atomic_store(&uw_pid, 0);
     for (int i = 0; i < 2; i++)
         if (uw_buf[i]) atomic_store(&uw_buf[i]->readers, 0);
+    /* A row another thread was writing when the parent forked stays odd, and no writer
+     * would take it again: it is emptied (key 0 matches no return address). */
+    for (size_t i = 0; uw_rows && i < UW_ROWS; i++) {
+        uint64_t seq = atomic_load_explicit(&uw_rows[i].seq, memory_order_relaxed);
+        if (!(seq & 1)) continue;
+        uw_rows[i].key = 0;
+        atomic_store_explicit(&uw_rows[i].seq, seq + 1, memory_order_relaxed);
+    }
 }
