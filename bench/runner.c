@@ -33,7 +33,8 @@ struct ctx {
     uint64_t live;
     bool ready, checked, killed;
     int64_t drop_deadline;
-    char *buf; /* /proc reads */
+    int64_t idle_rss_kib; /* the idle period's last sample, -1 before one */
+    char *buf;            /* /proc reads */
     size_t cap, len;
     char line[8192];
     size_t line_len;
@@ -90,6 +91,7 @@ static void record(struct ctx *c, const struct bench_sample *s) {
     if (s->rss_kib > r->peak_rss_kib) r->peak_rss_kib = s->rss_kib;
     if (s->heaps > r->heaps_max) r->heaps_max = s->heaps;
     r->heaps_end = s->heaps;
+    if (s->phase == PH_IDLE) c->idle_rss_kib = s->rss_kib;
     if (c->sp->progress) {
         struct bench_status st = {s->t_ms / 1000.0, s->rss_kib, c->live, s->heaps, phase_name(c->phase)};
         c->sp->progress(c->sp->progress_arg, &st);
@@ -230,6 +232,10 @@ static void on_phase(struct ctx *c, const char *name, uint64_t now) {
         if (take_sample(c, &s)) {
             record(c, &s);
             r->rss_end_kib = s.rss_kib;
+        } else {
+            /* it exited before its status was read (a loaded machine): the idle
+             * period's last sample, one interval before its end at most */
+            r->rss_end_kib = c->idle_rss_kib;
         }
     }
 }
@@ -509,7 +515,7 @@ int bench_run(const struct bench_spec *sp, const struct bench_config *cfg, struc
     r->t_load_ms = r->t_drop_ms = r->t_end_ms = -1;
     r->rss_load_kib = r->rss_after_kib = r->rss_end_kib = -1;
     signal(SIGPIPE, SIG_IGN);
-    struct ctx c = {.sp = sp, .cfg = cfg, .r = r, .in_fd = -1, .drop_deadline = -1};
+    struct ctx c = {.sp = sp, .cfg = cfg, .r = r, .in_fd = -1, .drop_deadline = -1, .idle_rss_kib = -1};
     int out_fd, err_fd;
     if (start_child(&c, &out_fd, &err_fd) != 0) return 1;
     watch(&c, out_fd, err_fd);
