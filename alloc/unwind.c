@@ -539,8 +539,9 @@ static bool rescan_allowed(void) {
  * The waiter spins briefly, then sleeps a millisecond at a time (clock_nanosleep through
  * syscall(): async-signal-safe, and not a cancellation point).  Only a thread that looks
  * for its stack waits (its other way is to read the maps itself); a walk that met an
- * unknown return address does not, it ends there.  Ordering: the scanner publishes uw_cur before its release store
- * of uw_scanning; the acquire load here that finds 0 makes the new table visible. */
+ * unknown return address does not, it ends there.  Ordering: the scanner publishes
+ * uw_cur before its release store of uw_scanning; the acquire load here that finds 0
+ * makes the new table visible. */
 #define UW_SCAN_STALL_MS 20
 #define UW_SCAN_WAIT_MS 1000
 /* Set by a test before its threads start, never while one waits: both limits (0: the
@@ -1451,11 +1452,9 @@ static bool entry_fn(uintptr_t fn) {
  * (its own or one the program gave, pthread_attr_setstack), just below the end on
  * x86-64 (the TCB is the descriptor: 2,368 bytes below it with glibc 2.36) and below the
  * static TLS block on arm64, the same distance for every such stack but for alignment.
- * That distance is learned from views that cannot be stale for the thread (its own read
- * of the maps, a table it scanned itself after its stack was mapped; uw_tp_end), and an
- * entry is trusted only if the thread pointer lies in [sp, hi) less than a kernel page
- * further below hi than that: a stale entry that runs on past the stack does so by a
- * whole page at least.  A lookup that misses, or whose probe or end test fails,
+ * On arm64 that distance is learned (see uw_tp_end); an entry is trusted only if the
+ * thread pointer lies in [sp, hi) less than a kernel page further below hi than it: a
+ * stale entry that runs on past the stack does so by a whole page at least.  A lookup that misses, or whose probe or end test fails,
  * rescans the table once (one thread scans, rate-limited with the module rescans) and
  * looks again; a table this thread scanned itself is trusted without the end test (the
  * main thread, whose TLS is mapped apart from its stack, a signal stack, a coroutine's
@@ -1510,19 +1509,51 @@ static const struct uw_range *table_stack(const struct uw_table *t, uintptr_t sp
     return lo && sp < t->stk[lo - 1].hi ? &t->stk[lo - 1] : NULL;
 }
 
-/* The distance from the thread pointer up to its stack's end, the smallest seen in a view
- * of the maps that cannot be stale for the thread (0: none yet).  Relaxed: a hint that
- * only ever decreases; a thread that reads 0 or an old value only trusts less. */
+/* The distance from the thread pointer up to its stack's end.  On x86-64 the descriptor
+ * is the TCB, whose end is the stack's: less than a kernel page (2,368 bytes with glibc
+ * 2.36), nothing to learn.  On arm64 the static TLS block lies between them, of a size
+ * each process has its own, so the distance is learned from views that cannot be stale
+ * for the thread: but one such view may still not end where glibc put the stack's end
+ * (a stack the program gave inside a bigger mapping, a stack the kernel merged with a
+ * neighbour), and a distance learned too large would trust stale entries again.  So a
+ * distance counts only once two views of stacks ending at different places agree on it
+ * exactly, as every stack glibc set up does (uw_tp_seen holds the last view: its end's
+ * page in the high half, its distance in the low one); uw_tp_end is the smallest that
+ * did (0: none yet).  Relaxed: hints that a racing thread at worst makes count later;
+ * a thread that reads 0 or an old value only trusts less. */
+#if defined(__aarch64__)
+static _Atomic uint64_t uw_tp_seen;
 static _Atomic uintptr_t uw_tp_end;
+#endif
 
-/* sp's stack ends at hi, as a view that cannot be stale for this thread saw it: what
- * the distance from the thread pointer to a stack's end is. */
 static void learn_tp_end(uintptr_t sp, uintptr_t hi) {
+#if defined(__aarch64__)
     const uintptr_t tp = thread_pointer();
-    if (tp < sp || tp >= hi) return; /* the main thread, a signal stack: not glibc's layout */
-    uintptr_t d = hi - tp, old = atomic_load_explicit(&uw_tp_end, memory_order_relaxed);
+    if (tp < sp || tp >= hi || hi - tp > UINT32_MAX) return; /* the main thread, a signal stack */
+    const uintptr_t d = hi - tp;
+    const uint64_t view = (uint64_t)(hi >> 12) << 32 | d,
+                   last = atomic_exchange_explicit(&uw_tp_seen, view, memory_order_relaxed);
+    if ((uint32_t)last != d || last >> 32 == view >> 32) return; /* no two stacks agree yet */
+    uintptr_t old = atomic_load_explicit(&uw_tp_end, memory_order_relaxed);
     while ((!old || d < old) && !atomic_compare_exchange_weak_explicit(
                                     &uw_tp_end, &old, d, memory_order_relaxed, memory_order_relaxed)) {}
+#else
+    (void)sp, (void)hi;
+#endif
+}
+
+/* The largest distance from the thread pointer up to an entry's end that is trusted
+ * (exclusive), 0 for none. */
+static uintptr_t tp_end_limit(size_t ps) {
+#if defined(__aarch64__)
+    const uintptr_t d = atomic_load_explicit(&uw_tp_end, memory_order_relaxed);
+    return d ? d + ps : 0;
+#elif defined(__x86_64__)
+    return ps;
+#else
+    (void)ps;
+    return 0; /* no thread pointer read (see thread_pointer): the maps are read */
+#endif
 }
 
 /* sp's stack from the table, its pages probed: [sp's kernel page, the mapping's end).
@@ -1530,16 +1561,15 @@ static void learn_tp_end(uintptr_t sp, uintptr_t hi) {
  * `fresh`: the table was scanned by this thread now, after its stack was mapped, so it
  * is what a read of the maps would give; otherwise the entry must end where the thread's
  * stack ends (see above): its thread pointer in [sp, hi), less than a kernel page
- * further from hi than the smallest distance seen (stacks glibc set up differ in that
- * distance by their alignment only, and a stale entry runs on at least a page past the
- * stack it holds). */
+ * further from hi than the distance known (stacks glibc set up differ in it by their
+ * alignment only, and a stale entry runs on at least a page past the stack it holds). */
 static bool table_range(const struct uw_table *t, uintptr_t sp, struct uw_range *r, bool fresh) {
     const struct uw_range *m = t ? table_stack(t, sp) : NULL;
     if (!m) return false;
     const size_t ps = ebbi_os_page_size();
     if (!fresh) {
-        const uintptr_t tp = thread_pointer(), d = atomic_load_explicit(&uw_tp_end, memory_order_relaxed);
-        if (!d || tp < sp || tp >= m->hi || m->hi - tp >= d + ps) return false;
+        const uintptr_t tp = thread_pointer();
+        if (tp < sp || tp >= m->hi || m->hi - tp >= tp_end_limit(ps)) return false;
     }
     uintptr_t lo = sp & ~(uintptr_t)(ps - 1), to = m->hi;
     for (int i = 0; i < 2; i++)

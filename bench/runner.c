@@ -34,6 +34,7 @@ struct ctx {
     bool ready, checked, killed;
     int64_t drop_deadline;
     int64_t idle_rss_kib; /* the idle period's last sample, -1 before one */
+    uint32_t idle_rss_ms; /* when it was taken */
     char *buf;            /* /proc reads */
     size_t cap, len;
     char line[8192];
@@ -91,7 +92,7 @@ static void record(struct ctx *c, const struct bench_sample *s) {
     if (s->rss_kib > r->peak_rss_kib) r->peak_rss_kib = s->rss_kib;
     if (s->heaps > r->heaps_max) r->heaps_max = s->heaps;
     r->heaps_end = s->heaps;
-    if (s->phase == PH_IDLE) c->idle_rss_kib = s->rss_kib;
+    if (s->phase == PH_IDLE) c->idle_rss_kib = s->rss_kib, c->idle_rss_ms = s->t_ms;
     if (c->sp->progress) {
         struct bench_status st = {s->t_ms / 1000.0, s->rss_kib, c->live, s->heaps, phase_name(c->phase)};
         c->sp->progress(c->sp->progress_arg, &st);
@@ -232,9 +233,11 @@ static void on_phase(struct ctx *c, const char *name, uint64_t now) {
         if (take_sample(c, &s)) {
             record(c, &s);
             r->rss_end_kib = s.rss_kib;
-        } else {
+        } else if (c->idle_rss_kib >= 0 &&
+                   mono_ms() - c->t0 - c->idle_rss_ms <=
+                       2 * (uint64_t)(c->sp->interval_ms ? c->sp->interval_ms : 100)) {
             /* it exited before its status was read (a loaded machine): the idle
-             * period's last sample, one interval before its end at most */
+             * period's last sample, if it was taken within two intervals of the end */
             r->rss_end_kib = c->idle_rss_kib;
         }
     }
