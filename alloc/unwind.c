@@ -1576,8 +1576,7 @@ static bool table_range(const struct uw_table *t, uintptr_t sp, struct uw_range 
         if (tl_stack[i].hi == m->hi && tl_stack[i].lo > lo && tl_stack[i].lo < to) to = tl_stack[i].lo;
     if ((to - lo) / ps > UW_PROBE_MAX || !pages_readable(lo, to)) return false;
     *r = (struct uw_range){lo, m->hi};
-    if (fresh) learn_tp_end(sp, m->hi);
-    return true;
+    return true; /* a fresh table's view of this stack was learned from in rescan() */
 }
 
 /* A walk in a signal handler that interrupted this thread's walk reads tl_stack too:
