@@ -505,7 +505,7 @@ static bool rescan(void) {
             if (!cur || next->n_mod != cur->n_mod)
                 for (int i = 0; i < 16; i++) atomic_store_explicit(&uw_unknown[i], 0, memory_order_relaxed);
             /* this thread's stack as the scan saw it, which cannot be stale for it: the
-             * distance to its end is known before the threads that wait see the table */
+             * view is recorded before the threads that wait see the table */
             const uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
             const struct uw_range *mine = table_stack(next, sp);
             if (mine) learn_tp_end(sp, mine->hi);
@@ -1520,7 +1520,8 @@ static const struct uw_range *table_stack(const struct uw_table *t, uintptr_t sp
  * exactly, as every stack glibc set up does (uw_tp_seen holds the last view: its end's
  * page in the high half, its distance in the low one); uw_tp_end is the smallest that
  * did (0: none yet).  Relaxed: hints that a racing thread at worst makes count later;
- * a thread that reads 0 or an old value only trusts less. */
+ * a thread that reads 0 trusts no entry, one that reads an older (larger) value trusts
+ * what the agreement rule allowed before the smaller distance was learned. */
 #if defined(__aarch64__)
 static _Atomic uint64_t uw_tp_seen;
 static _Atomic uintptr_t uw_tp_end;
@@ -1558,8 +1559,8 @@ static uintptr_t tp_end_limit(size_t ps) {
 
 /* sp's stack from the table, its pages probed: [sp's kernel page, the mapping's end).
  * Pages of a range this thread probed already (same end, higher lo) are not read again.
- * `fresh`: the table was scanned by this thread now, after its stack was mapped, so it
- * is what a read of the maps would give; otherwise the entry must end where the thread's
+ * `fresh`: the table was scanned after this thread's stack was mapped (by this thread
+ * just now, or by a later scan), so it is what a read of the maps would give; otherwise the entry must end where the thread's
  * stack ends (see above): its thread pointer in [sp, hi), less than a kernel page
  * further from hi than the distance known (stacks glibc set up differ in it by their
  * alignment only, and a stale entry runs on at least a page past the stack it holds). */
@@ -1576,7 +1577,7 @@ static bool table_range(const struct uw_table *t, uintptr_t sp, struct uw_range 
         if (tl_stack[i].hi == m->hi && tl_stack[i].lo > lo && tl_stack[i].lo < to) to = tl_stack[i].lo;
     if ((to - lo) / ps > UW_PROBE_MAX || !pages_readable(lo, to)) return false;
     *r = (struct uw_range){lo, m->hi};
-    return true; /* a fresh table's view of this stack was learned from in rescan() */
+    return true; /* this thread's own scan learned from its view of this stack (rescan) */
 }
 
 /* A walk in a signal handler that interrupted this thread's walk reads tl_stack too:
