@@ -665,6 +665,9 @@ struct ebb_page_heap_stats {
     size_t released_by[EBB_WHY_COUNT]; /* released_total by the rule that released it */
     size_t faulted_bytes;              /* handed out from the released set: the kernel faults them in */
     size_t refault_bytes;              /* of those, released less than EBB_RELEASE_MS before */
+    size_t refault_pressed;            /* of those, released by the trade or the cap (and not trimmed) */
+    size_t reuse_floor;                /* kept resident for refaults (page_heap.c), read now */
+    uint64_t reuse_fed_ms;             /* when the reuse floor was last fed */
     size_t small;                      /* SMALL spans handed to the central tier (ebbi_page_alloc_locked) */
     size_t large;                      /* LARGE spans handed out as blocks (ebbi_page_alloc) */
     /* of released: RELEASING spans, whose madvise may not be done (still resident for
@@ -691,9 +694,11 @@ bool ebbi_mapped_resize(struct ebb_span *s, size_t size); /* false: unchanged */
 size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal, enum ebb_release_why why);
 size_t ebbi_page_release_since_locked(uint64_t since_ms);
 void ebbi_page_heap_stats(struct ebb_page_heap_stats *st); /* locks itself */
-uint64_t ebbi_page_oldest_free_ms(void);                   /* caller holds the lock */
-void ebbi_page_release_map_locked(void);                   /* page-map pages inside released spans go back */
-const char *ebbi_page_heap_verify(void);                   /* NULL when consistent */
+/* The reuse floor as it would be at `now` (ebbi_now_ms's clock), for tests; locks itself. */
+size_t ebbi_page_reuse_floor_at(uint64_t now);
+uint64_t ebbi_page_oldest_free_ms(void); /* caller holds the lock */
+void ebbi_page_release_map_locked(void); /* page-map pages inside released spans go back */
+const char *ebbi_page_heap_verify(void); /* NULL when consistent */
 extern struct ebb_page_heap_stats ebbi_ph_stats;
 
 /* ---------------------------------------------------------------- central.c
