@@ -252,7 +252,6 @@ static void insert_free(struct ebb_span *s, bool released, uint64_t now, struct 
 }
 
 static size_t reuse_floor(uint64_t now);
-static void reuse_held(uint64_t now);
 
 /* Resident free pages may be at most 1/EBB_FREE_RATIO of the pages in use, and at least
  * EBB_FREE_FLOOR (1/16 of the cgroup's memory limit if that is less; EBB_TRIM_THRESHOLD
@@ -273,10 +272,7 @@ static void check_free_ratio(uint64_t now) {
     /* Free memory in no whole kernel page cannot go back: it does not drive releases. */
     size_t releasable = ebbi_ph_stats.free_res - ebbi_ph_stats.unreleasable;
     size_t reuse = reuse_floor(now);
-    if (releasable > cap + cap / 4 && reuse > cap) {
-        reuse_held(now);
-        cap = reuse;
-    }
+    if (reuse > cap) cap = reuse;
     if (releasable > cap + cap / 4) /* hysteresis: release in chunks */
         ebbi_page_release_locked(UINT64_MAX, releasable - cap, EBB_WHY_CAP);
 }
@@ -468,10 +464,11 @@ static size_t recent_take(uintptr_t a, uintptr_t b, uint64_t now, size_t *presse
  * a system call and a page fault per kernel page, and lowered RSS only until the next
  * request.  So those refaulted bytes add up into the reuse floor, which raises the
  * trade's and the cap's floors to it: while it lasts they keep that much free memory
- * resident.  It lasts two windows of EBB_RELEASE_MS after it was last fed: by such a
- * refault, or by a free or a growth at which it held back memory one of the two rules
- * would have released (the floor itself stops the refaults, so without that it would end
- * under steady reuse and the cycle start again).  A loop that frees and asks again for
+ * resident.  It lasts two windows of EBB_RELEASE_MS after the last such refault: only a
+ * refault feeds it, not memory it held back, so that a floor nothing asks for again ends
+ * (under steady reuse it then ends too, the rules release, and the refaults that follow
+ * build it again).  The trade and the cap release whole spans, so either may go below it
+ * by part of one span; what that gives back and is asked for again feeds it.  A loop that frees and asks again for
  * blocks of 5-25 MiB, 4 live, released and faulted in again 190 MiB of every 340 it
  * faulted in; with the floor 36-67% less is faulted in, at a peak RSS within 0.5% of
  * glibc's (ebb-bench throughput's `large`, see README).  What it keeps is still free
@@ -490,11 +487,6 @@ static size_t reuse_floor_at(uint64_t now) {
     return lim && reuse_bytes > lim ? lim : reuse_bytes;
 }
 static size_t reuse_floor(uint64_t now) { return reuse_floor_at(now); }
-
-/* The cap or the trade would have released what the floor kept: the floor lives on. */
-static void reuse_held(uint64_t now) {
-    if (reuse_bytes) reuse_fed_ms = now;
-}
 
 /* A block takes released pages [a, b): the kernel faults them in when they are written. */
 static void note_faulted(uintptr_t a, uintptr_t b, uint64_t now) {
@@ -669,7 +661,6 @@ static void trade(size_t faulted, uint64_t now) {
     size_t releasable = ebbi_ph_stats.free_res - ebbi_ph_stats.unreleasable, goal = faulted * 2;
     if (releasable <= floor) return;
     if (reuse > floor) { /* the reuse floor keeps its part: at most what is above it goes */
-        reuse_held(now);
         if (releasable <= reuse) return;
         if (goal > releasable - reuse) goal = releasable - reuse;
     }

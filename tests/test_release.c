@@ -154,7 +154,7 @@ static void refaulted_holes_stop_the_trade(void **st) {
     int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
     ebbi_options_set(EBB_OPT_RELEASE_MS, 3600 * 1000); /* one window, however slow */
     ebb_malloc_trim(0);
-    enum { N = 96, ROUNDS = 4 };
+    enum { N = 96, ROUNDS = 5 };
     static void *b[N], *big[ROUNDS];
     for (int i = 0; i < N; i++) {
         b[i] = ebb_malloc(1 << 20);
@@ -176,8 +176,10 @@ static void refaulted_holes_stop_the_trade(void **st) {
         ebbi_page_heap_stats(&s1);
         printf("# round %d: %zu MiB traded, reuse floor %zu MiB\n", r, traded[r] >> 20, s1.reuse_floor >> 20);
     }
-    assert_true(traded[0] >= (16u << 20));   /* the trade works, */
-    assert_int_equal(traded[ROUNDS - 2], 0); /* and stops for what comes back */
+    assert_true(traded[0] >= (16u << 20)); /* the trade works, */
+    /* and stops for what comes back (32, 32, 0, 0, 0 MiB here; a hole whose refault the
+     * ring missed would be traded once more, and then feed the floor) */
+    assert_true(traded[ROUNDS - 2] + traded[ROUNDS - 3] <= traded[0] / 4);
     assert_int_equal(traded[ROUNDS - 1], 0);
     for (int i = 0; i < N; i++) ebb_free(b[i]);
     for (int r = 0; r < ROUNDS; r++) ebb_free(big[r]);
@@ -341,8 +343,7 @@ static void reuse_floor_keeps_refaulted_memory_while_it_lasts(void **st) {
         p[i] = ebb_malloc(B);
         touch(p[i], B);
     }
-    /* Two windows after it was last fed (by the frees above, where it held memory back),
-     * and not before. */
+    /* Two windows after it was last fed (by the last refault above), and not before. */
     ebbi_options_set(EBB_OPT_RELEASE_MS, 300);
     ebbi_page_heap_stats(&s1);
     const uint64_t fed = s1.reuse_fed_ms;
