@@ -256,9 +256,8 @@ static size_t reuse_floor(uint64_t now);
 /* Resident free pages may be at most 1/EBB_FREE_RATIO of the pages in use, and at least
  * EBB_FREE_FLOOR (1/16 of the cgroup's memory limit if that is less; EBB_TRIM_THRESHOLD
  * if that is more; the reuse floor below if that is more); beyond that the oldest go
- * back at once, whatever their age.  So a
- * burst of frees whose holes the next requests cannot use does not stay resident until
- * the timer.  The floor is generous because pages released here are often faulted in
+ * back at once, whatever their age.  So a burst of frees whose holes the next requests
+ * cannot use does not stay resident until the timer.  The floor is generous because pages released here are often faulted in
  * again a moment later: on the arena-creep benchmark (2 CPUs, 5 runs) a floor of 8 MiB
  * made the load phase 1.11x glibc's time, 32 MiB 1.03x, 64 MiB 0.95x, with the same
  * peak RSS (the timer in release.c, not this cap, brings an idle process down). */
@@ -468,25 +467,28 @@ static size_t recent_take(uintptr_t a, uintptr_t b, uint64_t now, size_t *presse
  * refault feeds it, not memory it held back, so that a floor nothing asks for again ends
  * (under steady reuse it then ends too, the rules release, and the refaults that follow
  * build it again).  The trade and the cap release whole spans, so either may go below it
- * by part of one span; what that gives back and is asked for again feeds it.  A loop that frees and asks again for
- * blocks of 5-25 MiB, 4 live, released and faulted in again 190 MiB of every 340 it
- * faulted in; with the floor 36-67% less is faulted in, at a peak RSS within 0.5% of
- * glibc's (ebb-bench throughput's `large`, see README).  What it keeps is still free
+ * by part of one span; what that gives back and is asked for again feeds it.  A loop
+ * that frees and asks again for blocks of 5-25 MiB, 4 live, released and faulted in
+ * again 190 MiB of every 340 it faulted in; with the floor 36-67% less is faulted in, at
+ * a peak RSS within 0.5% of glibc's (ebb-bench throughput's `large`, see README).  What it keeps is still free
  * memory for every other rule: the timer gives back what stays unused for
  * EBB_RELEASE_MS, the soft limit and malloc_trim all of it (and they end the floor).  It
  * is bounded by the free memory that was released and asked for again (the rules stop
  * releasing once free memory is under it), and in a cgroup by 1/16 of the memory limit,
  * as the cap's floor.  With EBB_RELEASE_MS=0 nothing counts as refaulted and the floor is
- * zero.  Under ebbi_ph_lock, as everything here. */
+ * zero.  Under ebbi_ph_lock, as everything here: no atomics.  A fork child gets the
+ * floor as the lock left it (the prepare handler holds the lock across fork); a fork
+ * from a signal handler that cut an update short leaves two plain counters a step
+ * apart (a floor fed without its time, say), which at worst ends it early. */
 static size_t reuse_bytes;    /* the floor, while it lasts */
 static uint64_t reuse_fed_ms; /* when it was last fed */
 
-static size_t reuse_floor_at(uint64_t now) {
+/* The floor at `now`; one that has ended is cleared. */
+static size_t reuse_floor(uint64_t now) {
     if (now - reuse_fed_ms >= 2 * (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS)) reuse_bytes = 0;
     size_t lim = (size_t)ebbi_cgroup_limit() / 16;
     return lim && reuse_bytes > lim ? lim : reuse_bytes;
 }
-static size_t reuse_floor(uint64_t now) { return reuse_floor_at(now); }
 
 /* A block takes released pages [a, b): the kernel faults them in when they are written. */
 static void note_faulted(uintptr_t a, uintptr_t b, uint64_t now) {
@@ -496,7 +498,7 @@ static void note_faulted(uintptr_t a, uintptr_t b, uint64_t now) {
     ebbi_ph_stats.refault_bytes += again;
     ebbi_ph_stats.refault_pressed += pressed;
     if (pressed) {
-        reuse_floor_at(now); /* an ended floor starts again from nothing */
+        reuse_floor(now); /* an ended floor starts again from nothing */
         reuse_bytes += pressed;
         reuse_fed_ms = now;
     }
@@ -641,8 +643,7 @@ static struct ebb_span *run_take(struct run *run, size_t npages, uint64_t now) {
  * benchmark this took the median of peak RSS over peak live from 1.15 to 1.12, at the same
  * speed.  Only above a floor: SWAP_FLOOR, or the biggest request that faulted pages in
  * within the last EBB_RELEASE_MS if that is more, or the reuse floor (above).  A size
- * that keeps coming back then finds
- * its memory still resident: blocks of 5-25 MiB, 4 live, allocated and freed in a loop
+ * that keeps coming back then finds its memory still resident: blocks of 5-25 MiB, 4 live, allocated and freed in a loop
  * were released by this trade and faulted in again at every step (37% of what they asked
  * for was memory released less than a second before); with the floor the loop faults in
  * 51 thousand kernel pages instead of 90 thousand (with runs) and keeps 98 MiB at its
@@ -998,7 +999,7 @@ uint64_t ebbi_page_oldest_free_ms(void) { return lru_head ? lru_head->free_since
 
 size_t ebbi_page_reuse_floor_at(uint64_t now) {
     ebbi_lock(&ebbi_ph_lock);
-    size_t saved = reuse_bytes, f = reuse_floor_at(now);
+    size_t saved = reuse_bytes, f = reuse_floor(now);
     reuse_bytes = saved; /* a look ahead in time, for tests: nothing ends */
     ebbi_unlock(&ebbi_ph_lock);
     return f;
