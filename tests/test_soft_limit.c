@@ -48,20 +48,29 @@ static void under_the_soft_limit_the_timer_rules(void **st) {
 
 /* Blocks of 10-30 MiB, 3 live, one freed and another allocated at each step: the page
  * heap keeps free pages resident for sizes that come back, but never above the soft limit
- * (64 MiB here): whenever a free leaves more than that resident, nothing free stays. */
+ * (64 MiB here): whenever a free leaves more than that resident, nothing free stays.
+ * The sizes that come back raise the reuse floor (what the trade released and the next
+ * requests faulted in again); a free that crosses the limit gives everything back and
+ * ends the floor then, however recently it was fed. */
 static void sizes_that_come_back_stay_under_the_soft_limit(void **st) {
     (void)st;
     char *live[3] = {0};
     unsigned r = 777;
-    int over = 0;
-    for (int k = 0; k < 60; k++) {
+    enum { STEPS = 60 };
+    int over = 0, ended = 0, fed = 0;
+    for (int k = 0; k < STEPS; k++) {
         r = r * 1103515245 + 12345;
         unsigned j = (r >> 16) % 3;
         struct ebb_page_heap_stats ph0, ph1;
         ebbi_page_heap_stats(&ph0);
         ebb_free(live[j]);
         ebbi_page_heap_stats(&ph1);
-        if (ph1.released_by[EBB_WHY_SOFT] > ph0.released_by[EBB_WHY_SOFT]) over++;
+        if (ph1.released_by[EBB_WHY_SOFT] > ph0.released_by[EBB_WHY_SOFT]) {
+            over++;
+            if (ph1.reuse_floor) fail_msg("step %d: the soft limit released, the reuse floor stayed %zu MiB", k,
+                                          ph1.reuse_floor >> 20);
+            if (ph0.reuse_floor) ended++;
+        }
         struct ebb_stats s;
         ebb_stats(&s);
         size_t resident = s.mapped - s.released - s.metadata;
@@ -72,9 +81,14 @@ static void sizes_that_come_back_stay_under_the_soft_limit(void **st) {
         size_t n = (10u << 20) + (size_t)((r >> 8) % (20u << 20));
         live[j] = ebb_malloc(n);
         memset(live[j], k, n);
+        ebbi_page_heap_stats(&ph1);
+        if (ph1.reuse_floor) fed++;
     }
-    printf("# at %d of 60 frees the soft limit released memory\n", over);
-    assert_true(over > 0); /* the limit was in play */
+    printf("# at %d of %d frees the soft limit released memory, %d of them ending a reuse floor; "
+           "a floor after %d of the requests\n",
+           over, STEPS, ended, fed);
+    assert_true(over > 0);  /* the limit was in play */
+    assert_true(ended > 0); /* and so was the floor */
     for (int j = 0; j < 3; j++) ebb_free(live[j]);
 }
 
