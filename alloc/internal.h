@@ -944,6 +944,7 @@ void ebbi_release_fork_child(bool skipped); /* skipped: see init.c */
 void ebbi_check_soft_limit_locked(void);
 void ebbi_release_init(void);
 uint64_t ebbi_cgroup_limit(void);
+void ebbi_cgroup_limit_set(uint64_t bytes); /* tests: as if the cgroup said so */
 uint64_t ebbi_soft_limit(void);
 double ebbi_cgroup_cpus(void);
 

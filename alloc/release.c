@@ -69,7 +69,10 @@ static _Atomic int pressure;   /* the soft limit was crossed: trim all tiers */
 static uint64_t cgroup_limit, soft_limit;
 static double cgroup_cpus;
 
-uint64_t ebbi_cgroup_limit(void) { return cgroup_limit; }
+/* Set at initialisation; a test may set another (relaxed: a bound the tiers read at each
+ * decision, publishing nothing). */
+uint64_t ebbi_cgroup_limit(void) { return __atomic_load_n(&cgroup_limit, __ATOMIC_RELAXED); }
+void ebbi_cgroup_limit_set(uint64_t bytes) { __atomic_store_n(&cgroup_limit, bytes, __ATOMIC_RELAXED); }
 uint64_t ebbi_soft_limit(void) { return soft_limit; }
 double ebbi_cgroup_cpus(void) { return cgroup_cpus; }
 

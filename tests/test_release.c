@@ -300,9 +300,9 @@ static void sizes_that_come_back_stay_resident(void **st) {
  * releases all but 64-80 MiB; the same blocks asked for again fault the rest in (one
  * window of an hour: nothing ends meanwhile, however slow the machine); freed again,
  * the floor keeps as much resident as was faulted in again, more than the cap alone.
- * Its end is read on the floor's own clock, then made real with a window of 1 ms. */
-static void reuse_floor_keeps_refaulted_memory_while_it_lasts(void **st) {
-    (void)st;
+ * Its end is read on the floor's own clock, then made real with a window of 1 ms.
+ * Returns what was faulted in again, of what the cap had released. */
+static size_t reuse_floor_run(void) {
     install_fake();
     int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
     ebbi_options_set(EBB_OPT_RELEASE_MS, 3600 * 1000);
@@ -368,6 +368,26 @@ static void reuse_floor_keeps_refaulted_memory_while_it_lasts(void **st) {
     assert_true(s1.free_res <= cap * 5 / 4 + (1 << 20));
     for (int i = 1; i < N; i += 2) ebb_free(p[i]);
     ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
+    return again;
+}
+
+static void reuse_floor_keeps_refaulted_memory_while_it_lasts(void **st) {
+    (void)st;
+    reuse_floor_run();
+}
+
+/* In a cgroup the floor is at most 1/16 of its memory limit, as the cap's own floor is:
+ * with a limit of 1.5 GiB, 96 MiB of the ~124 MiB faulted in again.  The limit is set as
+ * if read at start (ebbi_cgroup_limit_set), and put back after. */
+static void reuse_floor_is_bounded_by_the_cgroup_limit(void **st) {
+    (void)st;
+    const uint64_t keep = ebbi_cgroup_limit(), limit = (uint64_t)3 << 29;
+    ebbi_cgroup_limit_set(limit);
+    size_t again = reuse_floor_run(); /* its floor checks use limit / 16 */
+    ebbi_cgroup_limit_set(keep);
+    printf("# cgroup limit %llu MiB: %zu MiB faulted in again, the floor at most %llu MiB\n",
+           (unsigned long long)(limit >> 20), again >> 20, (unsigned long long)(limit / 16 >> 20));
+    assert_true(again > limit / 16); /* the bound was what held the floor */
 }
 
 /* What the sizes that came back kept resident is idle once they stop: it goes back on
@@ -663,6 +683,7 @@ int main(void) {
         cmocka_unit_test(sizes_that_come_back_stay_resident),
         cmocka_unit_test(refaulted_holes_stop_the_trade),
         cmocka_unit_test(reuse_floor_keeps_refaulted_memory_while_it_lasts),
+        cmocka_unit_test(reuse_floor_is_bounded_by_the_cgroup_limit),
         cmocka_unit_test(malloc_trim_drops_rss_now),
         cmocka_unit_test(free_pages_capped_by_pages_in_use),
         cmocka_unit_test(stats_add_up_under_load),
