@@ -66,11 +66,15 @@ static _Atomic uint64_t next_due_ms;
 static _Atomic int releasing;  /* one pass at a time */
 static _Atomic int bg_started; /* 0 no, 1 yes (or being started) */
 static _Atomic int pressure;   /* the soft limit was crossed: trim all tiers */
+/* cgroup_limit: written by ebbi_release_init before ebbi_init_state is published (release
+ * store; every reader is past its acquire load, so it sees the value, on arm64 too), and
+ * afterwards only by a test through ebbi_cgroup_limit_set.  Readers (the page heap's cap
+ * and reuse floor under its lock, ebb_stats) take it as a bound for the decision at hand
+ * and publish nothing through it, so relaxed atomics suffice: a decision racing with a
+ * test's change uses the old bound or the new one, each a whole 8-byte value. */
 static uint64_t cgroup_limit, soft_limit;
 static double cgroup_cpus;
 
-/* Set at initialisation; a test may set another (relaxed: a bound the tiers read at each
- * decision, publishing nothing). */
 uint64_t ebbi_cgroup_limit(void) { return __atomic_load_n(&cgroup_limit, __ATOMIC_RELAXED); }
 void ebbi_cgroup_limit_set(uint64_t bytes) { __atomic_store_n(&cgroup_limit, bytes, __ATOMIC_RELAXED); }
 uint64_t ebbi_soft_limit(void) { return soft_limit; }
