@@ -944,7 +944,9 @@ void ebbi_release_fork_child(bool skipped); /* skipped: see init.c */
 void ebbi_check_soft_limit_locked(void);
 void ebbi_release_init(void);
 uint64_t ebbi_cgroup_limit(void);
-void ebbi_cgroup_limit_set(uint64_t bytes); /* tests: as if the cgroup said so */
+/* Tests: the bound the page heap's cap and reuse floor take from the cgroup.  What init
+ * derived from the limit (a percentage EBB_SOFT_LIMIT) stays as it was. */
+void ebbi_cgroup_limit_set(uint64_t bytes);
 uint64_t ebbi_soft_limit(void);
 double ebbi_cgroup_cpus(void);
 
@@ -1008,7 +1010,8 @@ extern uint64_t ebbi_unwind_patience_ms; /* tests: how long a scan is waited for
 /* ---------------------------------------------------------------- init.c */
 /* 0 none, 1 running, 2 done.  Everything initialisation writes (options, the link
  * secret and free key, the class tables, limits, huge page size, ...) is written before
- * the release store of 2, with plain or relaxed stores, and never again; every path
+ * the release store of 2, with plain or relaxed stores, and never again (but by tests,
+ * through ebbi_options_set and ebbi_cgroup_limit_set, with relaxed atomics); every path
  * that uses any of it first passes ebbi_ensure_init's acquire load, or runs on a thread
  * that did (the fast paths run only on a thread with a real cache, made by a slow path
  * after ebbi_ensure_init), or holds a block from such a thread. */

@@ -70,8 +70,9 @@ static _Atomic int pressure;   /* the soft limit was crossed: trim all tiers */
  * store; every reader is past its acquire load, so it sees the value, on arm64 too), and
  * afterwards only by a test through ebbi_cgroup_limit_set.  Readers (the page heap's cap
  * and reuse floor under its lock, ebb_stats) take it as a bound for the decision at hand
- * and publish nothing through it, so relaxed atomics suffice: a decision racing with a
- * test's change uses the old bound or the new one, each a whole 8-byte value. */
+ * and publish nothing through it, so relaxed atomics suffice: each read racing with a
+ * test's change sees the old value or the new one, a whole 8-byte value (the cap reads
+ * it twice, and may use one of each: both are bounds it may apply). */
 static uint64_t cgroup_limit, soft_limit;
 static double cgroup_cpus;
 

@@ -377,14 +377,21 @@ static void reuse_floor_keeps_refaulted_memory_while_it_lasts(void **st) {
 }
 
 /* In a cgroup the floor is at most 1/16 of its memory limit, as the cap's own floor is:
- * with a limit of 1.5 GiB, 96 MiB of the ~124 MiB faulted in again.  The limit is set as
- * if read at start (ebbi_cgroup_limit_set), and put back after. */
+ * with a limit of 1.5 GiB, 96 MiB of the ~124 MiB faulted in again.  The page heap's
+ * bound is set with ebbi_cgroup_limit_set (no soft limit is derived from it here: this
+ * binary sets none), and put back by the teardown, which runs however the test ends. */
+static uint64_t limit_before;
+static int limit_put_back(void **st) {
+    (void)st;
+    ebbi_cgroup_limit_set(limit_before);
+    return 0;
+}
 static void reuse_floor_is_bounded_by_the_cgroup_limit(void **st) {
     (void)st;
-    const uint64_t keep = ebbi_cgroup_limit(), limit = (uint64_t)3 << 29;
+    const uint64_t limit = (uint64_t)3 << 29;
+    limit_before = ebbi_cgroup_limit();
     ebbi_cgroup_limit_set(limit);
     size_t again = reuse_floor_run(); /* its floor checks use limit / 16 */
-    ebbi_cgroup_limit_set(keep);
     printf("# cgroup limit %llu MiB: %zu MiB faulted in again, the floor at most %llu MiB\n",
            (unsigned long long)(limit >> 20), again >> 20, (unsigned long long)(limit / 16 >> 20));
     assert_true(again > limit / 16); /* the bound was what held the floor */
@@ -683,7 +690,7 @@ int main(void) {
         cmocka_unit_test(sizes_that_come_back_stay_resident),
         cmocka_unit_test(refaulted_holes_stop_the_trade),
         cmocka_unit_test(reuse_floor_keeps_refaulted_memory_while_it_lasts),
-        cmocka_unit_test(reuse_floor_is_bounded_by_the_cgroup_limit),
+        cmocka_unit_test_teardown(reuse_floor_is_bounded_by_the_cgroup_limit, limit_put_back),
         cmocka_unit_test(malloc_trim_drops_rss_now),
         cmocka_unit_test(free_pages_capped_by_pages_in_use),
         cmocka_unit_test(stats_add_up_under_load),
