@@ -37,7 +37,15 @@
 #include "internal.h"
 
 _Atomic int ebbi_init_state;
+/* Held from the store of 1 to the store of 2 in ebbi_init_slow, and by a fork's prepare
+ * handler: so a fork never copies a half-done initialisation (state 1, the lock held by a
+ * thread the child does not have), which would leave the child's first malloc waiting
+ * for ever.  It is the outermost ebbmalloc lock (initialisation takes others inside it);
+ * stdio's list lock comes before it, since a thread in printf may malloc for the first
+ * time.  Only a process that starts threads before its first malloc meets it: a program
+ * linked with the ebb_ API, whose first ebb_malloc may come from any thread. */
 static ebb_lock_t init_lock;
+void (*ebbi_init_hook)(void);
 
 /* libc's stdio list lock (exported by glibc). */
 extern void _IO_list_lock(void) __attribute__((weak));
@@ -59,6 +67,7 @@ static void fork_prepare(void) {
     atomic_signal_fence(memory_order_seq_cst);
     took_io_lock = _IO_list_lock && !__libc_single_threaded;
     if (took_io_lock) _IO_list_lock();
+    ebbi_lock_raw(&init_lock);
     ebbi_tc_fork_prepare();
     ebbi_central_fork_prepare();
     ebbi_lock_raw(&ebbi_ph_lock);
@@ -76,6 +85,7 @@ static void fork_parent(void) {
     ebbi_unlock_raw(&ebbi_ph_lock);
     ebbi_central_fork_parent();
     ebbi_tc_fork_parent();
+    ebbi_unlock_raw(&init_lock);
     if (took_io_lock) _IO_list_unlock();
     atomic_signal_fence(memory_order_seq_cst);
     ebbi_held.forking = false;
@@ -97,6 +107,7 @@ static void fork_child(void) {
     ebbi_page_fork_child();
     ebbi_central_fork_child();
     ebbi_tc_fork_child();
+    ebbi_lock_reset(&init_lock);
     ebbi_shm_fork_child();
     ebbi_prof_fork_child(false);
     /* The stdio list lock: libc reset it in the child when it took it (the process had
@@ -117,6 +128,7 @@ void ebbi_init_slow(void) {
         return;
     }
     atomic_store(&ebbi_init_state, 1);
+    if (ebbi_init_hook) ebbi_init_hook();
     ebbi_options_init();
     ebbi_link_keys_init();
     ebbi_pm_init(); /* before the first span */

@@ -1017,6 +1017,9 @@ extern uint64_t ebbi_unwind_patience_ms; /* tests: how long a scan is waited for
  * after ebbi_ensure_init), or holds a block from such a thread. */
 extern _Atomic int ebbi_init_state;
 void ebbi_init_slow(void);
+/* Tests: called by the thread that initialises, with the init lock held, before it
+ * reads anything (a test holds initialisation open there while another thread forks). */
+extern void (*ebbi_init_hook)(void);
 static inline void ebbi_ensure_init(void) {
     if (unlikely(atomic_load_explicit(&ebbi_init_state, memory_order_acquire) != 2)) ebbi_init_slow();
 }
