@@ -425,20 +425,34 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head, void **tail) {
         }
         ebb_assert(s->state == SPAN_SMALL && s->cls == cls && s->used <= s->objects);
         s->pop_ms = now;
+        const uintptr_t lo = ebbi_span_blocks(s), hi = (uintptr_t)ebbi_span_end(s);
         while (got < n && span_has_free(s)) {
             if (!s->freelist) bring_back(c, s);
-            void *o = s->freelist;
-            void *next = ebbi_next_checked(o);
-            /* A span's free list stays inside the span, and out of its pages gone. */
-            if (unlikely(next && ((uintptr_t)next < ebbi_span_blocks(s) || (char *)next >= ebbi_span_end(s) ||
-                                  (s->gone && (pages_of(s, (uintptr_t)next, 16) & s->gone)))))
-                ebbi_corrupt_link(o);
+            /* A run from the head of the span's list goes as it is linked (links do not
+             * depend on where they are stored): each link is checked before it is
+             * followed, and the run's last object is linked to the chain so far. */
+            void *first = s->freelist, *o = first, *next;
+            size_t k = 0, on_list = s->objects - s->used - s->absent;
+            size_t want = n - got < on_list ? n - got : on_list;
+            for (;;) {
+                next = ebbi_next_checked(o);
+                /* A span's free list stays inside the span, and out of its pages gone. */
+                if (unlikely(next && ((uintptr_t)next - lo >= hi - lo ||
+                                      (s->gone && (pages_of(s, (uintptr_t)next, 16) & s->gone)))))
+                    ebbi_corrupt_link(o);
+                k++;
+                if (!next || k >= want) break;
+                o = next;
+            }
+            /* The list holds on_list objects: more is a cycle or a stray link (a double
+             * free that reached the span, say), which must stop here, not be handed out. */
+            if (unlikely(k > on_list || (next && k == on_list))) ebbi_corrupt_link(o);
             s->freelist = next;
             ebbi_set_next(o, chain);
             if (!chain) last = o;
-            chain = o;
-            s->used++;
-            got++;
+            chain = first;
+            s->used += (uint32_t)k;
+            got += k;
         }
         rebucket(c, s);
     }
@@ -450,21 +464,10 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head, void **tail) {
     return got;
 }
 
-/* Return one object to its span.  Caller holds c->lock.  Every object reaching the
- * central tier was checked when it was freed (see release_objects), and against the pages
- * gone too unless its free raced with the span's first page going (set_gone): such a
- * double free of an absent object shows here. */
-static void to_span(struct ebb_central *c, unsigned cls, void *o) {
-    struct ebb_span *s = ebbi_pm_span((uintptr_t)o);
-    ebb_assert(s && s->state == SPAN_SMALL && s->cls == cls);
-    const size_t size = ebbi_classes[cls].size;
-    if (unlikely(s->gone) && (pages_of(s, (uintptr_t)o, size) & s->gone)) ebbi_reject("free()", o);
-    ebb_assert(s->used > 0);
-    ebbi_set_next(o, s->freelist);
-    s->freelist = o;
-    s->used--;
-    s->pages_seen = 0;
-    c->free_objects++;
+/* A span that objects came back to: `back` of them since it was last looked at. */
+static inline __attribute__((always_inline)) void span_refilled(struct ebb_central *c, struct ebb_span *s,
+                                                               uint32_t back) {
+    c->free_objects += back;
     if (s->used == 0) {
         if (s->gone) release_whole(c, s);
         if (s->on_list) ebbi_span_list_remove(&c->buckets[s->bucket], s);
@@ -472,7 +475,52 @@ static void to_span(struct ebb_central *c, unsigned cls, void *o) {
         c->free_objects -= s->objects;
         ebbi_page_free(s);
     } else {
+        s->pages_seen = 0;
         rebucket(c, s);
+    }
+}
+
+/* Return a chain of n objects (or up to NULL) to their spans.  Caller holds c->lock.
+ * Objects of one span often come in a row (a thread cache gives back what it took in one
+ * run): the span is looked up in the page map only when an object lies in another page
+ * than the one before, and its counters and bucket are updated once per row.  Every object reaching
+ * the central tier was checked when it was freed (see release_objects), and against the
+ * pages gone too unless its free raced with the span's first page going (set_gone): such
+ * a double free of an absent object shows here. */
+static inline __attribute__((always_inline)) void to_spans(struct ebb_central *c, unsigned cls, void *o,
+                                                          size_t n) {
+    const size_t size = ebbi_classes[cls].size;
+    struct ebb_span *s = NULL; /* the next row's span, when the row before found it */
+    size_t i = 0;
+    while (i < n && o) { /* a row: objects of one span */
+        if (!s) s = ebbi_pm_span((uintptr_t)o);
+        ebb_assert(s && s->state == SPAN_SMALL && s->cls == cls);
+        /* s's list head, objects in use and pages gone, held here for the row; the page
+         * of the object before, which is in s (the record's bounds are not read: in the
+         * common row of one object they would be a cache line more) */
+        void *list = s->freelist;
+        uint32_t used = s->used, back = 0;
+        const uint64_t gone = s->gone;
+        uintptr_t page = (uintptr_t)o >> EBB_PAGE_SHIFT;
+        struct ebb_span *t = NULL;
+        for (;;) {
+            void *next = ebbi_next_checked(o);
+            if (unlikely(gone) && (pages_of(s, (uintptr_t)o, size) & gone)) ebbi_reject("free()", o);
+            ebb_assert(used > 0);
+            ebbi_set_next(o, list);
+            list = o;
+            back++, i++, used--;
+            o = next;
+            /* An emptied span goes back to the page heap: no later object is in it. */
+            if (!used || i == n || !o) break;
+            if (((uintptr_t)o >> EBB_PAGE_SHIFT) != page) {
+                if ((t = ebbi_pm_span((uintptr_t)o)) != s) break;
+                t = NULL, page = (uintptr_t)o >> EBB_PAGE_SHIFT;
+            }
+        }
+        s->freelist = list, s->used = used;
+        span_refilled(c, s, back);
+        s = t;
     }
 }
 
@@ -490,11 +538,7 @@ void ebbi_central_push(unsigned cls, void *head, void *tail, size_t n) {
         ebbi_unlock(&c->lock);
         return;
     }
-    for (size_t i = 0; i < n && head; i++) {
-        void *next = ebbi_next_checked(head);
-        to_span(c, cls, head);
-        head = next;
-    }
+    to_spans(c, cls, head, n);
     ebbi_unlock(&c->lock);
 }
 
@@ -508,14 +552,10 @@ size_t ebbi_central_trim(bool all) {
         uint32_t drop = all ? c->xfer_used : c->xfer_low;
         for (uint32_t k = 0; k < drop && c->xfer_used; k++) {
             --c->xfer_used;
-            void *o = c->xfer_slots[c->xfer_used].head;
-            c->xfer_objects -= c->xfer_slots[c->xfer_used].n;
-            while (o) {
-                void *next = ebbi_next_checked(o);
-                to_span(c, cls, o);
-                o = next;
-                moved++;
-            }
+            uint32_t n = c->xfer_slots[c->xfer_used].n;
+            c->xfer_objects -= n;
+            to_spans(c, cls, c->xfer_slots[c->xfer_used].head, n);
+            moved += n;
         }
         c->xfer_low = c->xfer_used;
         ebbi_unlock(&c->lock);

@@ -17,6 +17,13 @@
  *                  of 64 dealt round-robin)
  *  large           one thread allocates blocks of 5 .. 25 MiB, writes a byte of every
  *                  4 KiB page, and frees one of the 4 it keeps live at each step
+ *  bulk            one thread builds a structure of 500,000 small blocks (8 .. 256 B,
+ *                  most under 64), frees every other one and allocates them again, then
+ *                  frees them all in random order (a parse tree, a hash table, a cache
+ *                  built and dropped); again and again
+ *  realloc         one thread grows 256 buffers with realloc, by 1/8 to 1/4 each time,
+ *                  writing what was added, up to a size drawn for each buffer from 64 B
+ *                  to 4 MiB (string builders, growing arrays); then frees and restarts it
  *
  * Each section reports "result NAME OPS NS minflt=.. majflt=.." (wl_common.h).
  * "--only LIST" runs the named sections (comma-separated; "larson" is larson-2t and
@@ -108,10 +115,10 @@ __attribute__((noinline)) static void burst_loop(uint64_t rounds) {
 }
 
 static struct {
-    uint64_t iters, larson_ops, msgs, large_iters;
+    uint64_t iters, larson_ops, msgs, large_iters, bulk_rounds, reallocs;
     bool null_alloc;
     bool large_write_all; /* large: every byte, not one byte per 4 KiB page */
-} P = {50000000, 10000000, 4000000, 1000, false, false};
+} P = {50000000, 10000000, 4000000, 1000, 10, 2000000, false, false};
 
 static void use_null_allocator(void) {
     if (P.null_alloc) {
@@ -500,6 +507,101 @@ static void run_large(void) {
            (unsigned long long)(f1.majflt - f0.majflt), (unsigned long long)bytes);
 }
 
+/* ------------------------------------------------------------------ bulk */
+
+#define BULK_N 500000
+
+static uint32_t bulk_size(struct wl_rng *r) {
+    uint64_t k = wl_below(r, 100);
+    if (k < 70) return (uint32_t)(8 + wl_below(r, 57));   /* 8..64 */
+    if (k < 95) return (uint32_t)(65 + wl_below(r, 96));  /* 65..160 */
+    return (uint32_t)(161 + wl_below(r, 96));             /* 161..256 */
+}
+
+static void run_bulk(void) {
+    struct wl_rng r;
+    wl_rng_seed(&r, seed, 0xb01c, 0);
+    char **v = malloc(BULK_N * sizeof *v);
+    uint32_t *order = malloc(BULK_N * sizeof *order);
+    if (!v || !order) exit(1);
+    uint64_t ops = 0;
+    struct wl_faults f0 = wl_faults_now();
+    uint64_t t0 = wl_now_ns();
+    for (uint64_t round = 0; round < P.bulk_rounds; round++) {
+        for (uint32_t i = 0; i < BULK_N; i++) {
+            v[i] = malloc(bulk_size(&r));
+            memcpy(v[i], &i, sizeof i);
+        }
+        for (uint32_t i = 0; i < BULK_N; i += 2) free(v[i]);
+        for (uint32_t i = 0; i < BULK_N; i += 2) {
+            v[i] = malloc(bulk_size(&r));
+            memcpy(v[i], &i, sizeof i);
+        }
+        for (uint32_t i = 0; i < BULK_N; i++) order[i] = i;
+        for (uint32_t i = BULK_N - 1; i > 0; i--) { /* the teardown's order */
+            uint32_t j = (uint32_t)wl_below(&r, i + 1), t = order[i];
+            order[i] = order[j], order[j] = t;
+        }
+        for (uint32_t i = 0; i < BULK_N; i++) {
+            uint32_t k = order[i], got;
+            memcpy(&got, v[k], sizeof got);
+            if (got != k) {
+                fprintf(stderr, "throughput: bulk block %u holds %u\n", k, got);
+                exit(1);
+            }
+            free(v[k]);
+        }
+        ops += BULK_N * 3;
+    }
+    wl_result("bulk", ops, t0, f0);
+    free(order);
+    free(v);
+}
+
+/* ------------------------------------------------------------------ realloc */
+
+#define REALLOC_BUFS 256
+
+static size_t realloc_cap(struct wl_rng *r) {
+    /* log-uniform from 64 B to 4 MiB */
+    unsigned e = 6 + (unsigned)wl_below(r, 16);
+    return ((size_t)1 << e) + (size_t)wl_below(r, (uint64_t)1 << e);
+}
+
+static void run_realloc(void) {
+    struct wl_rng r;
+    wl_rng_seed(&r, seed, 0x4ea1, 0);
+    struct {
+        char *p;
+        size_t len, cap;
+    } b[REALLOC_BUFS] = {{0}};
+    for (unsigned i = 0; i < REALLOC_BUFS; i++) b[i].cap = realloc_cap(&r);
+    struct wl_faults f0 = wl_faults_now();
+    uint64_t t0 = wl_now_ns();
+    for (uint64_t k = 0; k < P.reallocs; k++) {
+        unsigned i = (unsigned)wl_below(&r, REALLOC_BUFS);
+        if (b[i].len >= b[i].cap) {
+            if (b[i].len && (unsigned char)b[i].p[b[i].len - 1] != (unsigned char)(b[i].len - 1)) {
+                fprintf(stderr, "throughput: realloc buffer %u lost its end\n", i);
+                exit(1);
+            }
+            free(b[i].p);
+            b[i].p = NULL, b[i].len = 0, b[i].cap = realloc_cap(&r);
+        }
+        size_t grow = 16 + b[i].len / 8 + (size_t)wl_below(&r, b[i].len / 8 + 1);
+        char *q = realloc(b[i].p, b[i].len + grow);
+        if (!q) {
+            fprintf(stderr, "throughput: realloc(%zu) failed\n", b[i].len + grow);
+            exit(1);
+        }
+        memset(q + b[i].len, 0, grow);
+        q[b[i].len + grow - 1] = (char)(b[i].len + grow - 1);
+        b[i].p = q, b[i].len += grow;
+    }
+    wl_result("realloc", P.reallocs, t0, f0);
+    for (unsigned i = 0; i < REALLOC_BUFS; i++) free(b[i].p);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static const struct section {
@@ -511,12 +613,13 @@ static const struct section {
     {"larson-sizes", run_larson_sizes}, {"threads-64", run_threads_64},
     {"threads-256", run_threads_256},   {"pipeline", run_pipeline},
     {"prodcons", run_prodcons},         {"large", run_large},
+    {"bulk", run_bulk},                 {"realloc", run_realloc},
 };
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 static void usage(void) {
     fprintf(stderr, "usage: ebb-wl-throughput [--quick|--long] [--only SECTION,...] [--iters N] "
-                    "[--larson-ops N] [--msgs N] [--large-iters N] [--large-write-all] [--null] [--seed S] "
+                    "[--larson-ops N] [--msgs N] [--large-iters N] [--large-write-all] [--bulk-rounds N] [--reallocs N] [--null] [--seed S] "
                     "[--sync]\n"
                     "sections:");
     for (size_t i = 0; i < N_SECTIONS; i++) fprintf(stderr, " %s", sections[i].name);
@@ -553,16 +656,22 @@ int main(int argc, char **argv) {
             P.larson_ops = 4000000;
             P.msgs = 2000000;
             P.large_iters = 300;
+            P.bulk_rounds = 4;
+            P.reallocs = 300000;
         } else if (wl_arg_is(a, "--long")) {
             P.iters *= 5;
             P.larson_ops *= 5;
             P.msgs *= 5;
             P.large_iters *= 5;
+            P.bulk_rounds *= 5;
+            P.reallocs *= 5;
         } else if (wl_arg_is(a, "--iters")) P.iters = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--larson-ops")) P.larson_ops = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--msgs")) P.msgs = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--large-iters")) P.large_iters = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--large-write-all")) P.large_write_all = true;
+        else if (wl_arg_is(a, "--bulk-rounds")) P.bulk_rounds = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--reallocs")) P.reallocs = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--seed")) seed = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--only") && i + 1 < argc) only = argv[++i];
         else if (wl_arg_is(a, "--null")) P.null_alloc = true;
