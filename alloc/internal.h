@@ -675,7 +675,9 @@ struct ebb_page_heap_stats {
     size_t releasing;
 };
 extern ebb_lock_t ebbi_ph_lock;
-struct ebb_span *ebbi_page_alloc(size_t npages, size_t align_pages); /* locks itself */
+/* A block of its own (LARGE); low: at the low end of the free span it is cut from (a
+ * block realloc moves to grow), else at the top.  Locks itself. */
+struct ebb_span *ebbi_page_alloc(size_t npages, size_t align_pages, bool low);
 void ebbi_page_free(struct ebb_span *s);
 struct ebb_span *ebbi_page_alloc_locked(size_t npages,
                                         size_t align_pages); /* then ebbi_page_release_finish */
@@ -685,6 +687,7 @@ void ebbi_page_free_locked(struct ebb_span *s);
 void ebbi_page_release_finish(void);      /* the madvise of releases, after the lock is dropped */
 void ebbi_page_fork_child(void);
 bool ebbi_page_shrink(struct ebb_span *s, size_t npages); /* LARGE: give back the tail */
+bool ebbi_page_grow(struct ebb_span *s, size_t npages);   /* LARGE: take the free pages after it */
 struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align);
 void ebbi_mapped_free(struct ebb_span *s);
 bool ebbi_mapped_resize(struct ebb_span *s, size_t size); /* false: unchanged */
@@ -1027,8 +1030,9 @@ static inline void ebbi_ensure_init(void) {
 /* ---------------------------------------------------------------- api.c */
 void *ebbi_malloc_medium(size_t n); /* malloc above EBB_TC_DIRECT */
 void ebbi_free_slow(void *p);       /* everything free's fast path does not take */
-void *ebbi_large_alloc(size_t n, size_t align, bool zero);
-struct ebb_span *ebbi_large_span(size_t n, size_t align, bool zero); /* not counted, no errno */
+enum { EBB_LARGE_ZERO = 1, EBB_LARGE_GROWING = 2 }; /* calloc; realloc moves it to grow */
+void *ebbi_large_alloc(size_t n, size_t align, unsigned how);
+struct ebb_span *ebbi_large_span(size_t n, size_t align, unsigned how); /* not counted, no errno */
 void ebbi_large_free(struct ebb_span *s);
 size_t ebbi_usable_size(void *p);
 
