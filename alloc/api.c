@@ -164,7 +164,7 @@ EBB_EXPORT void ebb_free(void *p) {
 #endif
 
 /* ---------------------------------------------------------------- large blocks */
-struct ebb_span *ebbi_large_span(size_t n, size_t align, unsigned how) {
+struct ebb_span *ebbi_large_span(size_t n, size_t align, bool zero) {
     struct ebb_span *s;
     /* Big requests, and alignments above a huge page (their padding is unmapped again),
      * get a mapping of their own. */
@@ -172,19 +172,19 @@ struct ebb_span *ebbi_large_span(size_t n, size_t align, unsigned how) {
         s = ebbi_mapped_alloc(n, align);
     } else {
         size_t np = (n + EBB_PAGE - 1) >> EBB_PAGE_SHIFT;
-        s = ebbi_page_alloc(np ? np : 1, align > EBB_PAGE ? align >> EBB_PAGE_SHIFT : 1, how & EBB_LARGE_GROWING);
+        s = ebbi_page_alloc(np ? np : 1, align > EBB_PAGE ? align >> EBB_PAGE_SHIFT : 1);
         /* The page heap could not serve it (at its limit, os.c, or the kernel refused a
          * chunk): a mapping of its own may still be had. */
         if (!s) s = ebbi_mapped_alloc(n, align);
     }
-    if (s && (how & EBB_LARGE_ZERO) && !s->zeroed) memset((void *)s->start, 0, n);
+    if (s && zero && !s->zeroed) memset((void *)s->start, 0, n);
     return s;
 }
 
-void *ebbi_large_alloc(size_t n, size_t align, unsigned how) {
+void *ebbi_large_alloc(size_t n, size_t align, bool zero) {
     if (n > PTRDIFF_MAX) goto oom;
     ebbi_ensure_init();
-    struct ebb_span *s = ebbi_large_span(n, align, how);
+    struct ebb_span *s = ebbi_large_span(n, align, zero);
     if (!s) goto oom;
     ebbi_prof_count_large(s, n); /* every request above 256 KiB passes here */
     ebbi_release_tick();
@@ -244,7 +244,7 @@ EBB_EXPORT void *ebb_calloc(size_t nmemb, size_t size) {
         errno = ENOMEM;
         return NULL;
     }
-    if (n > EBB_SMALL_MAX) return ebbi_large_alloc(n, 0, EBB_LARGE_ZERO);
+    if (n > EBB_SMALL_MAX) return ebbi_large_alloc(n, 0, true);
     void *p = ebb_malloc(n);
     if (p) memset(p, 0, n);
     return p;
@@ -263,7 +263,7 @@ static void *aligned(size_t align, size_t n) {
         for (unsigned c = ebbi_size_to_class(n); c < EBB_NCLASS; c++)
             if (ebbi_classes[c].size % align == 0) return ebb_malloc(ebbi_classes[c].size);
     }
-    return ebbi_large_alloc(n > EBB_SMALL_MAX ? n : EBB_SMALL_MAX + 1, align, 0);
+    return ebbi_large_alloc(n > EBB_SMALL_MAX ? n : EBB_SMALL_MAX + 1, align, false);
 }
 
 static bool pow2(size_t x) { return x && !(x & (x - 1)); }
@@ -357,7 +357,8 @@ EBB_EXPORT void *ebb_realloc(void *p, size_t n) {
         /* Grow in place into the free pages right after it, if there are enough. */
         if (s->state == SPAN_LARGE && n > old && n <= PTRDIFF_MAX &&
             ebbi_page_grow(s, (n + EBB_PAGE - 1) >> EBB_PAGE_SHIFT)) {
-            if (s->cls) ebbi_prof_regrow(s, n);
+            ebbi_prof_regrow(s, n); /* a new request, as the mremap above */
+            ebbi_release_tick();
             return p;
         }
         if (n <= old && n > EBB_SMALL_MAX) {
@@ -373,10 +374,7 @@ move:
         errno = ENOMEM;
         return NULL;
     }
-    /* A large block that grows moves to the low end of a free span, so that the rest
-     * of it follows the block for the next growth in place. */
-    void *q = n > EBB_SMALL_MAX && old > EBB_SMALL_MAX && n > old ? ebbi_large_alloc(n, 0, EBB_LARGE_GROWING)
-                                                                  : ebb_malloc(n);
+    void *q = ebb_malloc(n);
     if (!q) return NULL; /* the old block is untouched */
     memcpy(q, p, old < n ? old : n);
     ebb_free(p);

@@ -675,9 +675,7 @@ struct ebb_page_heap_stats {
     size_t releasing;
 };
 extern ebb_lock_t ebbi_ph_lock;
-/* A block of its own (LARGE); low: at the low end of the free span it is cut from (a
- * block realloc moves to grow), else at the top.  Locks itself. */
-struct ebb_span *ebbi_page_alloc(size_t npages, size_t align_pages, bool low);
+struct ebb_span *ebbi_page_alloc(size_t npages, size_t align_pages); /* locks itself */
 void ebbi_page_free(struct ebb_span *s);
 struct ebb_span *ebbi_page_alloc_locked(size_t npages,
                                         size_t align_pages); /* then ebbi_page_release_finish */
@@ -1030,9 +1028,8 @@ static inline void ebbi_ensure_init(void) {
 /* ---------------------------------------------------------------- api.c */
 void *ebbi_malloc_medium(size_t n); /* malloc above EBB_TC_DIRECT */
 void ebbi_free_slow(void *p);       /* everything free's fast path does not take */
-enum { EBB_LARGE_ZERO = 1, EBB_LARGE_GROWING = 2 }; /* calloc; realloc moves it to grow */
-void *ebbi_large_alloc(size_t n, size_t align, unsigned how);
-struct ebb_span *ebbi_large_span(size_t n, size_t align, unsigned how); /* not counted, no errno */
+void *ebbi_large_alloc(size_t n, size_t align, bool zero);
+struct ebb_span *ebbi_large_span(size_t n, size_t align, bool zero); /* not counted, no errno */
 void ebbi_large_free(struct ebb_span *s);
 size_t ebbi_usable_size(void *p);
 

@@ -668,7 +668,7 @@ static void trade(size_t faulted, uint64_t now) {
     ebbi_page_release_locked(UINT64_MAX, goal, EBB_WHY_TRADE);
 }
 
-static struct ebb_span *page_alloc(size_t npages, size_t align_pages, bool low) {
+static struct ebb_span *page_alloc(size_t npages, size_t align_pages) {
     if (npages == 0 || npages > ((size_t)1 << (EBB_ADDR_BITS - EBB_PAGE_SHIFT - 1))) return NULL;
     uint64_t now = ebbi_now_ms();
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -686,11 +686,10 @@ static struct ebb_span *page_alloc(size_t npages, size_t align_pages, bool low) 
             set_remove(s);
             /* The top end of s: the start of a block freed here stays free for longer
              * (unless the same size comes back), so that a second free of it is seen.
-             * A block realloc moves to grow takes the low end instead: the rest of s
-             * then follows it, for the next growth in place (ebbi_page_grow). */
+             * (A block realloc moves to grow would find room to grow in place at the low
+             * end, but a double free of the block freed there would then free it.) */
             uintptr_t a = s->start + ((s->npages - npages) << EBB_PAGE_SHIFT);
             if (align_pages > 1) a &= ~((align_pages << EBB_PAGE_SHIFT) - 1);
-            else if (low) a = s->start;
             bool was_released = s->released;
             r = was_released && kpage_big() ? carve_released(s, a, npages) : carve(s, a, npages, lru_pos);
             if (!r) { /* out of memory for a record: put s back whole */
@@ -721,15 +720,15 @@ static struct ebb_span *page_alloc(size_t npages, size_t align_pages, bool low) 
 
 /* central.c's: a span to cut into objects (SMALL), counted as such. */
 struct ebb_span *ebbi_page_alloc_locked(size_t npages, size_t align_pages) {
-    struct ebb_span *s = page_alloc(npages, align_pages, false);
+    struct ebb_span *s = page_alloc(npages, align_pages);
     if (s) ebbi_ph_stats.small += npages << EBB_PAGE_SHIFT;
     return s;
 }
 
 /* A block of its own (LARGE), counted as such. */
-struct ebb_span *ebbi_page_alloc(size_t npages, size_t align_pages, bool low) {
+struct ebb_span *ebbi_page_alloc(size_t npages, size_t align_pages) {
     ebbi_lock(&ebbi_ph_lock);
-    struct ebb_span *s = page_alloc(npages, align_pages, low);
+    struct ebb_span *s = page_alloc(npages, align_pages);
     if (s) ebbi_ph_stats.large += npages << EBB_PAGE_SHIFT;
     ebbi_unlock(&ebbi_ph_lock);
     ebbi_page_release_finish();
@@ -755,18 +754,20 @@ bool ebbi_page_shrink(struct ebb_span *s, size_t npages) {
 }
 
 /* LARGE span: grow to npages in place, from the free span that starts where it ends
- * (resident or released).  False if nothing changed: no such neighbour, too small, or
- * released where kernel pages are bigger than ebbmalloc's (carve_released's rounding is
- * not worth it here).  A buffer that realloc grows often has one: blocks are cut from the
- * top of a free span, so a buffer's next copy tends to end where the old one began, and
- * the old one is freed right after. */
+ * (resident, or released: see below).  False if nothing changed: no such neighbour, too
+ * small, or released where kernel pages are bigger than ebbmalloc's (carve_released's
+ * rounding is not worth it here). */
 bool ebbi_page_grow(struct ebb_span *s, size_t npages) {
     if (npages <= s->npages) return false;
     const size_t extra = npages - s->npages;
     const uintptr_t end = s->start + (s->npages << EBB_PAGE_SHIFT);
     ebbi_lock(&ebbi_ph_lock);
     struct ebb_span *n = ebbi_pm_span(end);
-    if (!n || n->state != SPAN_FREE || n->start != end || n->npages < extra || (n->released && kpage_big())) {
+    /* Released pages after it are faulted in by the growth: only when a move could not
+     * take resident free pages instead (it would fault in the whole new size then);
+     * otherwise the copy is the price of not raising RSS. */
+    if (!n || n->state != SPAN_FREE || n->start != end || n->npages < extra ||
+        (n->released && (kpage_big() || set_find(&set_resident, npages, 1)))) {
         ebbi_unlock(&ebbi_ph_lock);
         return false;
     }

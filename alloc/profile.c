@@ -537,7 +537,7 @@ static void unrecord(struct ebb_span *s) {
 static struct ebb_span *small_span(size_t n) {
     unsigned cls = ebbi_size_to_class(n);
     size_t np = (ebbi_classes[cls].size + EBB_PAGE - 1) >> EBB_PAGE_SHIFT;
-    struct ebb_span *s = ebbi_page_alloc(np, 1, false);
+    struct ebb_span *s = ebbi_page_alloc(np, 1);
     if (s) s->cls = (uint8_t)cls;
     return s;
 }
@@ -554,7 +554,7 @@ void *ebbi_prof_sample_alloc(struct ebb_tcache *tc, size_t n) {
     ebbi_work_begin(); /* the table in hand: a fork from a signal handler leaves it be */
     uint64_t f[EBB_PROF_MAX_FRAMES];
     int d = ebbi_unwind(f, EBB_PROF_MAX_FRAMES);
-    struct ebb_span *s = n <= EBB_SMALL_MAX ? small_span(n) : ebbi_large_span(n, 0, 0);
+    struct ebb_span *s = n <= EBB_SMALL_MAX ? small_span(n) : ebbi_large_span(n, 0, false);
     if (s) {
         if (n > EBB_SMALL_MAX) s->cls = EBB_CLS_SAMPLED_LARGE;
         if (!record(s, f, d, n, weight(n))) { /* no table (yet, or any more) */

@@ -981,7 +981,7 @@ static void *small_slow(size_t n, bool counted) {
 }
 
 void *ebbi_malloc_slow(size_t n) {
-    if (n > EBB_SMALL_MAX) return ebbi_large_alloc(n, 0, 0);
+    if (n > EBB_SMALL_MAX) return ebbi_large_alloc(n, 0, false);
     return small_slow(n, false);
 }
 
