@@ -316,15 +316,15 @@ static struct ebb_span *carve(struct ebb_span *s, uintptr_t a, size_t npages, st
         mid = ebbi_span_new();
         if (!mid) return NULL;
         lead = s;
-        lead->npages = (a - s->start) >> EBB_PAGE_SHIFT;
     }
     if (a_end < s_end) {
         tail = ebbi_span_new();
-        if (!tail) {
+        if (!tail) { /* s unchanged: the caller puts it back whole */
             if (lead) ebbi_span_delete(mid);
             return NULL;
         }
     }
+    if (lead) lead->npages = (a - s->start) >> EBB_PAGE_SHIFT; /* both records in hand */
     mid->start = a;
     mid->npages = npages;
     mid->zeroed = released;
