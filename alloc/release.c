@@ -152,12 +152,41 @@ static void bg_pass(void) {
 }
 
 /* The stats page has one writer at a time: whoever holds `releasing`. */
+/* Whether the program's threads have all ended, leaving the release thread alone (the
+ * first thread, if it ended with pthread_exit, stays a zombie until the whole group does).
+ * libc ends the process when its last thread ends, with exit(0) from that thread; the
+ * release thread must not keep it alive (nor, blocking every signal, keep a SIGTERM from
+ * ending it).  /proc/self/stat's thread count, then the first thread's state. */
+static bool alone(void) {
+    char buf[512];
+    if (!ebbi_read_file("/proc/self/stat", buf, sizeof buf)) return false;
+    const char *p = strrchr(buf, ')');
+    if (!p) return false;
+    p++;
+    for (int field = 3; field < 20 && *p; field++) { /* num_threads is field 20 */
+        while (*p == ' ') p++;
+        while (*p && *p != ' ') p++;
+    }
+    long n = strtol(p, NULL, 10);
+    if (n == 1) return true;
+    if (n != 2) return false;
+    char path[64];
+    ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/stat", ebbi_os_getpid());
+    if (!ebbi_read_file(path, buf, sizeof buf) || !(p = strrchr(buf, ')'))) return false;
+    return p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+/* The release thread: a pass every RELEASE_MS/4 (at least 100 ms), and every 100 ms a
+ * look at whether it is the last thread, which then ends (libc's exit(0) follows). */
 static void *bg_main(void *arg) {
     (void)arg;
     for (bool first = true;; first = false) {
         if (!first) {
             int64_t ms = ebbi_opt(EBB_OPT_RELEASE_MS) / 4; /* memory goes back within 1.25x its age limit */
-            ebbi_os_sleep_ms((uint64_t)(ms < 100 ? 100 : ms));
+            for (uint64_t slept = 0, want = (uint64_t)(ms < 100 ? 100 : ms); slept < want; slept += 100) {
+                ebbi_os_sleep_ms(want - slept < 100 ? want - slept : 100);
+                if (alone()) return NULL;
+            }
         }
         int z = 0;
         if (atomic_compare_exchange_strong(&releasing, &z, 1)) {

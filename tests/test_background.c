@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "ebb_test_fork.h"
 #include "ebb_test_mem.h"
 
 static size_t rss_now(void) {
@@ -159,6 +160,41 @@ static void fork_child_of_threaded_parent_starts_single_threaded(void **st) {
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* libc ends a process when its last thread ends (with exit(0), atexit handlers and
+ * all); the release thread must not keep it alive.  A fork child gets one, then its only
+ * program thread ends with pthread_exit: the child must end, with its atexit handler run. */
+static int exit_pipe[2];
+static void say_exit(void) {
+    if (write(exit_pipe[1], "x", 1) != 1) _exit(7);
+}
+
+static void process_ends_when_its_last_thread_does(void **st) {
+    (void)st;
+again:
+    assert_int_equal(pipe(exit_pipe), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(exit_pipe[0]);
+        atexit(say_exit);
+        pthread_t c;
+        if (pthread_create(&c, NULL, spin, NULL)) _exit(4);
+        pthread_join(c, NULL);
+        if (threads_settle(base_threads + 1) != base_threads + 1) _exit(5); /* the release thread */
+        pthread_exit(NULL);
+    }
+    close(exit_pipe[1]);
+    int rc = ebb_wait_child(pid, NULL);
+    char c = 0;
+    ssize_t got = read(exit_pipe[0], &c, 1);
+    close(exit_pipe[0]);
+    if (ebb_emulator_retry(rc)) goto again;
+    if (rc == EBB_CHILD_HUNG) fail_msg("the child's last program thread ended, the child did not");
+    assert_int_equal(rc, 0);
+    assert_int_equal(got, 1);
+    assert_int_equal(c, 'x');
+}
+
 static void background_off_means_no_thread(void **st) {
     (void)st;
     /* Not even once the program has threads: an idle process keeps its free pages (up to
@@ -187,6 +223,7 @@ int main(void) {
         cmocka_unit_test(single_threaded_program_stays_single_threaded),
         cmocka_unit_test(threaded_process_releases_when_idle),
         cmocka_unit_test(fork_child_of_threaded_parent_starts_single_threaded),
+        cmocka_unit_test(process_ends_when_its_last_thread_does),
     };
     return cmocka_run_group_tests(on, NULL, NULL);
 }
