@@ -170,6 +170,7 @@ long ebbi_os_read_mem(int pid, void *dst, const void *src, size_t n);
 int ebbi_os_fallocate(int fd, size_t off, size_t len); /* back a file range (tmpfs) */
 void ebbi_os_map_fixed(void *p, size_t size, int fd);  /* private memory over p: file fd, or anonymous (-1) */
 size_t ebbi_read_file(const char *path, char *buf, size_t n); /* reads up to n-1, NUL-ends */
+const char *ebbi_stat_field(const char *text, int field); /* of a /proc stat text */
 void ebbi_write_err(const char *s, size_t n);
 void ebbi_write_fd(int fd, const char *s, size_t n);
 /* The process's environment: libc's environ, or before libc has set it, the one the

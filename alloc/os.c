@@ -672,6 +672,14 @@ size_t ebbi_read_file(const char *path, char *buf, size_t n) {
     return got;
 }
 
+/* Field `field` (numbered as proc(5) does, 3 or more) of a /proc/.../stat text: after the
+ * ") " that ends the command name, each space starts the next field.  NULL if short. */
+const char *ebbi_stat_field(const char *text, int field) {
+    const char *p = strrchr(text, ')');
+    for (int f = 2; p && f < field; f++) p = strchr(p + 1, ' ');
+    return p ? p + 1 : NULL;
+}
+
 /* write(2) through syscall(): not a cancellation point, so a report is never cut short
  * by a pending cancellation. */
 void ebbi_write_fd(int fd, const char *s, size_t n) {

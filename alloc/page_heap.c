@@ -668,6 +668,19 @@ static void trade(size_t faulted, uint64_t now) {
     ebbi_page_release_locked(UINT64_MAX, goal, EBB_WHY_TRADE);
 }
 
+/* A free span carve() could not cut (no record for a piece), back as it was. */
+static void put_back(struct ebb_span *s, struct ebb_span *lru_pos) {
+    s->state = SPAN_FREE;
+    ebbi_pm_set_span(s);
+    set_insert(s, lru_pos);
+}
+
+/* The high-water mark of pages in use, after pages were handed out. */
+static void note_peak(void) {
+    size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
+    if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
+}
+
 static struct ebb_span *page_alloc(size_t npages, size_t align_pages) {
     if (npages == 0 || npages > ((size_t)1 << (EBB_ADDR_BITS - EBB_PAGE_SHIFT - 1))) return NULL;
     uint64_t now = ebbi_now_ms();
@@ -693,9 +706,7 @@ static struct ebb_span *page_alloc(size_t npages, size_t align_pages) {
             bool was_released = s->released;
             r = was_released && kpage_big() ? carve_released(s, a, npages) : carve(s, a, npages, lru_pos);
             if (!r) { /* out of memory for a record: put s back whole */
-                s->state = SPAN_FREE;
-                ebbi_pm_set_span(s);
-                set_insert(s, lru_pos);
+                put_back(s, lru_pos);
                 return NULL;
             }
             if (was_released) {
@@ -709,8 +720,7 @@ static struct ebb_span *page_alloc(size_t npages, size_t align_pages) {
             r->prev = r->next = NULL;
             ebbi_pm_set_span(r);
             if (faulted) trade(faulted, now);
-            size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
-            if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
+            note_peak();
             return r;
         }
         if (attempt == 0 && !grow(npages, align_pages)) break;
@@ -762,9 +772,9 @@ bool ebbi_page_grow(struct ebb_span *s, size_t npages) {
     ebbi_lock(&ebbi_ph_lock);
     struct ebb_span *n = ebbi_pm_span(end);
     /* Resident free pages only.  Growing into released ones too (when no resident free
-     * span could take the moved block) made the realloc benchmark 16% faster but its
-     * peak RSS 6% higher; resident only, 11% faster and 3% higher (7 interleaved runs
-     * each, README). */
+     * span could take the moved block) made the realloc benchmark 16% faster than no
+     * growth but its peak RSS 6% higher; resident only, 8-11% faster and 1.5-3% higher
+     * (two series of 7 interleaved runs, README). */
     if (!n || n->state != SPAN_FREE || n->start != end || n->npages < extra || n->released) {
         ebbi_unlock(&ebbi_ph_lock);
         return false;
@@ -773,9 +783,7 @@ bool ebbi_page_grow(struct ebb_span *s, size_t npages) {
     set_remove(n);
     struct ebb_span *r = carve(n, end, extra, lru_pos); /* n itself: the cut is at its start */
     if (!r) { /* out of memory for a record: put n back whole */
-        n->state = SPAN_FREE;
-        ebbi_pm_set_span(n);
-        set_insert(n, lru_pos);
+        put_back(n, lru_pos);
         ebbi_unlock(&ebbi_ph_lock);
         return false;
     }
@@ -785,8 +793,7 @@ bool ebbi_page_grow(struct ebb_span *s, size_t npages) {
     s->zeroed = 0;
     ebbi_pm_set_span(s);
     ebbi_ph_stats.large += extra << EBB_PAGE_SHIFT;
-    size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
-    if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
+    note_peak();
     ebbi_unlock(&ebbi_ph_lock);
     return true;
 }

@@ -151,7 +151,6 @@ static void bg_pass(void) {
     __atomic_fetch_add(&bg_passes, 1, __ATOMIC_RELAXED);
 }
 
-/* The stats page has one writer at a time: whoever holds `releasing`. */
 /* Whether the program's threads have all ended, leaving the release thread alone (the
  * first thread, if it ended with pthread_exit, stays a zombie until the whole group does).
  * libc ends the process when its last thread ends, with exit(0) from that thread; the
@@ -159,25 +158,21 @@ static void bg_pass(void) {
  * ending it).  /proc/self/stat's thread count, then the first thread's state. */
 static bool alone(void) {
     char buf[512];
-    if (!ebbi_read_file("/proc/self/stat", buf, sizeof buf)) return false;
-    const char *p = strrchr(buf, ')');
-    if (!p) return false;
-    p++;
-    for (int field = 3; field < 20 && *p; field++) { /* num_threads is field 20 */
-        while (*p == ' ') p++;
-        while (*p && *p != ' ') p++;
-    }
+    const char *p;
+    if (!ebbi_read_file("/proc/self/stat", buf, sizeof buf) || !(p = ebbi_stat_field(buf, 20)))
+        return false; /* num_threads */
     long n = strtol(p, NULL, 10);
     if (n == 1) return true;
     if (n != 2) return false;
     char path[64];
     ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/stat", ebbi_os_getpid());
-    if (!ebbi_read_file(path, buf, sizeof buf) || !(p = strrchr(buf, ')'))) return false;
-    return p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+    if (!ebbi_read_file(path, buf, sizeof buf) || !(p = ebbi_stat_field(buf, 3))) return false; /* state */
+    return *p == 'Z' || *p == 'X';
 }
 
-/* The release thread: a pass every RELEASE_MS/4 (at least 100 ms), and every 100 ms a
- * look at whether it is the last thread, which then ends (libc's exit(0) follows). */
+/* The stats page has one writer at a time: whoever holds `releasing`.  The release
+ * thread: a pass every RELEASE_MS/4 (at least 100 ms), and every 100 ms a look at whether
+ * it is the last thread, which then ends (libc's exit(0) follows). */
 static void *bg_main(void *arg) {
     (void)arg;
     for (bool first = true;; first = false) {

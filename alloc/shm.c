@@ -58,13 +58,10 @@ static _Atomic int shm_failed;
 static uint64_t self_start_time(void) {
     char buf[1024];
     if (!ebbi_read_file("/proc/self/stat", buf, sizeof buf)) return 0;
-    char *p = strrchr(buf, ')');
-    if (!p) return 0;
-    /* ") " ends field 2; each further space starts the next field: stop at field 22 */
-    for (int field = 2; field < 22 && p; field++) p = strchr(p + 1, ' ');
+    const char *p = ebbi_stat_field(buf, 22); /* starttime */
     if (!p) return 0;
     uint64_t v = 0;
-    for (p++; *p >= '0' && *p <= '9'; p++) v = v * 10 + (uint64_t)(*p - '0');
+    for (; *p >= '0' && *p <= '9'; p++) v = v * 10 + (uint64_t)(*p - '0');
     return v;
 }
 
