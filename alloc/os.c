@@ -396,7 +396,9 @@ bool ebbi_os_start_thread(void *(*fn)(void *), const char *name) {
     sigset_t all, old;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&at, 64 << 10);
+    /* 256 KiB of address space (a few pages resident): the release thread may end up
+     * running libc's exit(0), atexit handlers and destructors included (release.c) */
+    pthread_attr_setstacksize(&at, 256 << 10);
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int err = create(&t, &at, fn, NULL);

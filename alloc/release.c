@@ -33,6 +33,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/single_threaded.h>
@@ -180,7 +181,14 @@ static void *bg_main(void *arg) {
             int64_t ms = ebbi_opt(EBB_OPT_RELEASE_MS) / 4; /* memory goes back within 1.25x its age limit */
             for (uint64_t slept = 0, want = (uint64_t)(ms < 100 ? 100 : ms); slept < want; slept += 100) {
                 ebbi_os_sleep_ms(want - slept < 100 ? want - slept : 100);
-                if (alone()) return NULL;
+                if (alone()) {
+                    /* libc's exit(0) runs on this thread now (atexit handlers, destructors):
+                     * with the signals a program thread would have (none blocked) */
+                    sigset_t none;
+                    sigemptyset(&none);
+                    pthread_sigmask(SIG_SETMASK, &none, NULL);
+                    return NULL;
+                }
             }
         }
         int z = 0;
