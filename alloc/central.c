@@ -3,7 +3,12 @@
  * Batches freed by one thread land in the transfer cache and go whole to the next thread
  * that runs dry, so the common producer/consumer case never walks objects.  Beyond the
  * transfer cache, objects go back to their spans; a span whose objects are all back
- * returns to the page heap.  Spans with free objects sit on EBB_BUCKETS lists by how
+ * returns to the page heap.  A span keeps its free objects as bits, one per object, not
+ * as a list through them: giving an object back sets its bit (a bit set already is a
+ * double free), and taking objects links the lowest free ones in address order, so that
+ * neither reads the objects' memory.  After frees in random order a list would be a
+ * chase through memory in random order, one cache miss after another; the bits are one
+ * record, and the links written are stores the processor overlaps.  Spans with free objects sit on EBB_BUCKETS lists by how
  * full they are, and objects are taken from the fullest, so that lightly used spans
  * empty out instead of a few long-lived objects pinning many spans.
  *
@@ -47,7 +52,7 @@ static unsigned bucket_of(const struct ebb_span *s) {
     return b >= EBB_BUCKETS ? EBB_BUCKETS - 1 : b;
 }
 
-/* On its free list or in a released page: objects == used + |freelist| + absent. */
+/* Free on it or in a released page: objects == used + |free bits| + absent. */
 static bool span_has_free(const struct ebb_span *s) { return s->used < s->objects; }
 
 /* Put s on the bucket matching its fullness, or on none when it has no free object. */
@@ -70,17 +75,22 @@ static void rebucket(struct ebb_central *c, struct ebb_span *s) {
  * part is not a block start for free's check (see ebbi_span_blocks). */
 static struct ebb_span *new_span(unsigned cls, uint64_t now) {
     const struct ebb_class_info *ci = &ebbi_classes[cls];
+    const unsigned nobj = (unsigned)ebbi_class_objects(cls);
+    uint64_t *ext = NULL; /* the free bits of a span of more than 64 objects */
+    if (nobj > 64 && !(ext = (uint64_t *)ebbi_span_new())) return NULL;
     ebbi_lock(&ebbi_ph_lock);
     struct ebb_span *s = ebbi_page_alloc_locked(ci->pages, 1);
     if (!s) {
         ebbi_unlock(&ebbi_ph_lock);
         ebbi_page_release_finish();
+        if (ext) ebbi_span_delete((struct ebb_span *)ext);
         return NULL;
     }
     s->state = SPAN_SMALL;
     s->cls = (uint8_t)cls;
     s->used = 0;
-    s->objects = (uint32_t)ebbi_class_objects(cls);
+    s->objects = nobj;
+    if (ext) s->free_ext = ext;
     s->released = 0;
     s->gone = 0;
     s->absent = 0;
@@ -89,24 +99,29 @@ static struct ebb_span *new_span(unsigned cls, uint64_t now) {
     ebbi_pm_set_span(s);
     ebbi_unlock(&ebbi_ph_lock);
     ebbi_page_release_finish(); /* what the allocation traded away (see page_alloc) */
-    /* Every object on the free list, with the key, lowest address first. */
-    void *next = NULL;
-    for (char *o = ebbi_span_end(s) - ci->size; o >= (char *)ebbi_span_blocks(s); o -= ci->size) {
+    /* Every object free, with the key. */
+    uint64_t *bits = ebbi_span_free_bits(s);
+    for (unsigned w = 0; w * 64 < nobj; w++) bits[w] = nobj - w * 64 >= 64 ? ~0ull : (1ull << (nobj - w * 64)) - 1;
+    for (char *o = (char *)ebbi_span_blocks(s); o < ebbi_span_end(s); o += ci->size)
         ((uint64_t *)o)[1] = ebbi_free_key;
-        ebbi_set_next(o, next);
-        next = o;
-    }
-    s->freelist = next;
     return s;
+}
+
+/* The words of s's free bits. */
+static unsigned free_words(const struct ebb_span *s) { return (s->objects + 63) / 64; }
+
+/* The span that leaves the central tier gives its free bits' record back first. */
+static void drop_free_bits(struct ebb_span *s) {
+    if (s->objects > 64) ebbi_span_delete((struct ebb_span *)s->free_ext);
 }
 
 /* ---------------------------------------------------------------- released pages
  * Kernel page k of a span is [start + k * kpage, start + (k + 1) * kpage); bit k of
  * `gone` is set while that page is given back (MADV_DONTNEED: it reads as zero and is not
- * resident).  A page goes back only when every object overlapping it is on the span's
- * free list, so no byte of a block the program or a cache holds is ever dropped; the
+ * resident).  A page goes back only when every object overlapping it is free on the
+ * span, so no byte of a block the program or a cache holds is ever dropped; the
  * span's unused bytes, at its start, hold nothing.  An object that overlaps a page gone
- * is "absent": on no list, its link and key gone with the page; `absent` counts them, and
+ * is "absent": not free on the span, its key gone with the page; `absent` counts them, and
  * they are still free objects for the counters (free_objects, bucket fullness).
  * c->released is the sum of the gone pages' bytes.
  *
@@ -116,12 +131,11 @@ static struct ebb_span *new_span(unsigned cls, uint64_t now) {
  * takes from the fullest spans, so these are the last to be drawn on); malloc_trim takes
  * every span.  A span is looked at again only after a free into it (pages_seen), so a
  * quiet span costs a pass one test, and a span objects are being taken from costs
- * nothing: busy spans are never walked, and the fast paths do not know about any of it.
- * The pass walks the span's free list once, checking it as allocation would (inside the
- * span, block starts, no object twice), and rebuilds it in address order, so that the
- * lowest pages fill first and the highest stay free.
+ * nothing: busy spans are never looked at, and the fast paths do not know about any of it.
+ * The pass reads the span's free bits, not its objects' memory; allocation takes the
+ * lowest objects first, so that the lowest pages fill first and the highest stay free.
  *
- * When a span's free list runs dry and it has objects absent, the lowest gone page that
+ * When a span has no object free on it and has objects absent, the lowest gone page that
  * holds objects comes back, with the pages its objects straddle into: it must read as
  * zero (a write after free would show there; so would a double free of an absent object
  * that raced with the span's first page going, see set_gone), and its objects are made
@@ -215,9 +229,9 @@ static void check_untouched(const struct ebb_span *s, unsigned k) {
                    (void *)w, ebbi_classes[s->cls].size);
 }
 
-/* s's free list is empty and objects of it are absent: the lowest gone page that holds
- * objects comes back, with the pages its objects straddle into, and the objects wholly
- * back go on the free list. */
+/* s has no object free on it and objects of it are absent: the lowest gone page that
+ * holds objects comes back, with the pages its objects straddle into, and the objects
+ * wholly back are free on it again. */
 static void bring_back(struct ebb_central *c, struct ebb_span *s) {
     const size_t size = ebbi_classes[s->cls].size;
     const uintptr_t base = ebbi_span_blocks(s);
@@ -233,17 +247,14 @@ static void bring_back(struct ebb_central *c, struct ebb_span *s) {
              jhi = 0, x;
     objects_in(s, base, size, lo, &jlo, &x);
     objects_in(s, base, size, hi, &x, &jhi);
-    void *head = s->freelist;
-    for (unsigned j = jhi + 1; j-- > jlo;) {
+    uint64_t *bits = ebbi_span_free_bits(s);
+    for (unsigned j = jlo; j <= jhi; j++) {
         uint64_t m = obj_pages(s, base, size, j);
         if (!(m & before) || (m & s->gone)) continue; /* was not absent, or still is */
-        char *o = (char *)base + (size_t)j * size;
-        ((uint64_t *)o)[1] = ebbi_free_key;
-        ebbi_set_next(o, head);
-        head = o;
+        ((uint64_t *)(base + (uintptr_t)j * size))[1] = ebbi_free_key;
+        bits[j / 64] |= 1ull << (j % 64);
         s->absent--;
     }
-    s->freelist = head;
     size_t bytes = (size_t)__builtin_popcountll(back) << kshift;
     c->released -= bytes;
     c->pages_back += bytes;
@@ -251,7 +262,7 @@ static void bring_back(struct ebb_central *c, struct ebb_span *s) {
 }
 
 /* s is in use again (ROUTED_FREES_BACK): every page of it that is gone comes back,
- * checked as bring_back checks them, with its objects on the free list. */
+ * checked as bring_back checks them, with its objects free on it again. */
 static void bring_all_back(struct ebb_central *c, struct ebb_span *s) {
     const uintptr_t base = ebbi_span_blocks(s);
     while (s->absent && (s->gone & pages_of(s, base, (size_t)s->objects * ebbi_classes[s->cls].size)))
@@ -281,29 +292,24 @@ static void release_whole(struct ebb_central *c, struct ebb_span *s) {
     s->released = ebbi_os_heap_release((void *)s->start, s->npages << EBB_PAGE_SHIFT) == 0;
 }
 
-/* s's free list from the free objects (isfree, by index), lowest address first, without
- * those in pages gone, which are counted as absent. */
-static void rebuild_free_list(struct ebb_span *s, const uint64_t *isfree) {
+/* s's free bits from the free objects (isfree, by index), without those in pages gone,
+ * which are counted as absent. */
+static void rebuild_free_bits(struct ebb_span *s, const uint64_t *isfree) {
     const size_t size = ebbi_classes[s->cls].size;
     const uintptr_t base = ebbi_span_blocks(s);
-    void *head = NULL;
+    uint64_t *bits = ebbi_span_free_bits(s);
     unsigned absent = 0;
-    for (unsigned j = s->objects; j-- > 0;) {
-        if (!(isfree[j / 64] & (1ull << (j % 64)))) continue;
-        if (obj_pages(s, base, size, j) & s->gone) {
-            absent++;
-            continue;
-        }
-        char *o = (char *)base + (size_t)j * size;
-        ebbi_set_next(o, head);
-        head = o;
+    for (unsigned w = 0; w < free_words(s); w++) bits[w] = isfree[w];
+    for (unsigned j = 0; j < s->objects; j++) {
+        if (!(isfree[j / 64] & (1ull << (j % 64))) || !(obj_pages(s, base, size, j) & s->gone)) continue;
+        bits[j / 64] &= ~(1ull << (j % 64));
+        absent++;
     }
-    s->freelist = head;
     s->absent = absent;
 }
 
-/* Give back the pages of s that hold only free objects (or none), and rebuild its free
- * list in address order.  Caller holds c->lock.  Returns bytes released. */
+/* Give back the pages of s that hold only free objects (or none).  Caller holds c->lock.
+ * Returns bytes released. */
 static size_t release_span_pages(struct ebb_central *c, struct ebb_span *s) {
     const unsigned cls = s->cls;
     const size_t size = ebbi_classes[cls].size;
@@ -311,21 +317,11 @@ static size_t release_span_pages(struct ebb_central *c, struct ebb_span *s) {
     const unsigned n = s->objects;
     uint64_t isfree[(EBB_PAGE / EBB_MIN_ALIGN + 63) / 64] = {0}; /* 512 objects at most */
     ebb_assert(n <= EBB_PAGE / EBB_MIN_ALIGN);
-    unsigned nfree = 0;
+    const uint64_t *bits = ebbi_span_free_bits(s);
+    for (unsigned w = 0; w < free_words(s); w++) isfree[w] = bits[w];
     if (s->gone)
         for (unsigned j = 0; j < n; j++)
-            if (obj_pages(s, base, size, j) & s->gone) isfree[j / 64] |= 1ull << (j % 64), nfree++;
-    void *prev = NULL;
-    for (void *o = s->freelist; o; prev = o, o = ebbi_next_checked(o)) {
-        uintptr_t off = (uintptr_t)o - base;
-        if ((uintptr_t)o < base || (char *)o >= ebbi_span_end(s) || !ebbi_block_start(cls, off) ||
-            ++nfree > n - s->used)
-            ebbi_corrupt_link(prev ? prev : o);
-        unsigned j = (unsigned)(off / size);
-        if (isfree[j / 64] & (1ull << (j % 64))) ebbi_corrupt_link(prev ? prev : o); /* twice */
-        isfree[j / 64] |= 1ull << (j % 64);
-    }
-    ebb_assert(nfree == n - s->used);
+            if (obj_pages(s, base, size, j) & s->gone) isfree[j / 64] |= 1ull << (j % 64);
     /* Pages not gone yet whose every object is free. */
     const unsigned np = span_kpages(s);
     uint64_t want = 0;
@@ -337,10 +333,10 @@ static size_t release_span_pages(struct ebb_central *c, struct ebb_span *s) {
             for (unsigned j = j0; j <= j1 && all; j++) all = isfree[j / 64] & (1ull << (j % 64));
         if (all) want |= 1ull << k;
     }
-    /* The pages count as gone, and the free list is rebuilt without their objects, before
-     * the kernel is asked: so the list never runs through a page being dropped. */
+    /* The pages count as gone, and their objects are no longer free on the span, before
+     * the kernel is asked: so nothing is taken from a page being dropped. */
     set_gone(s, s->gone | want);
-    rebuild_free_list(s, isfree);
+    rebuild_free_bits(s, isfree);
     uint64_t refused = 0;
     for (uint64_t left = want; left;) { /* one call per run of pages */
         unsigned k = (unsigned)__builtin_ctzll(left), e = k;
@@ -354,7 +350,7 @@ static size_t release_span_pages(struct ebb_central *c, struct ebb_span *s) {
     }
     if (refused) { /* their objects are whole: back on the list */
         set_gone(s, s->gone & ~refused);
-        rebuild_free_list(s, isfree);
+        rebuild_free_bits(s, isfree);
     }
     size_t done = (size_t)__builtin_popcountll(want & ~refused) << kshift;
     c->released += done;
@@ -425,29 +421,31 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head, void **tail) {
         }
         ebb_assert(s->state == SPAN_SMALL && s->cls == cls && s->used <= s->objects);
         s->pop_ms = now;
-        const uintptr_t lo = ebbi_span_blocks(s), hi = (uintptr_t)ebbi_span_end(s);
+        const uintptr_t base = ebbi_span_blocks(s);
+        const size_t size = ebbi_classes[cls].size;
+        uint64_t *bits = ebbi_span_free_bits(s);
         while (got < n && span_has_free(s)) {
-            if (!s->freelist) bring_back(c, s);
-            /* A run from the head of the span's list goes as it is linked (links do not
-             * depend on where they are stored): each link is checked before it is
-             * followed, and the run's last object is linked to the chain so far. */
-            void *first = s->freelist, *o = first, *next;
-            size_t k = 0, on_list = s->objects - s->used - s->absent;
-            size_t want = n - got < on_list ? n - got : on_list;
-            for (;;) {
-                next = ebbi_next_checked(o);
-                /* A span's free list stays inside the span, and out of its pages gone. */
-                if (unlikely(next && ((uintptr_t)next - lo >= hi - lo ||
-                                      (s->gone && (pages_of(s, (uintptr_t)next, 16) & s->gone)))))
-                    ebbi_corrupt_link(o);
-                k++;
-                if (!next || k >= want) break;
-                o = next;
+            size_t on_span = s->objects - s->used - s->absent;
+            if (!on_span) {
+                bring_back(c, s);
+                continue;
             }
-            /* The list holds on_list objects: more is a cycle or a stray link (a double
-             * free that reached the span, say), which must stop here, not be handed out. */
-            if (unlikely(k > on_list || (next && k == on_list))) ebbi_corrupt_link(o);
-            s->freelist = next;
+            /* The lowest free objects, linked in address order (the links are stores, not
+             * a chase through the objects' memory), the last one to the chain so far. */
+            const size_t want = n - got < on_span ? n - got : on_span;
+            char *first = NULL, *o = NULL;
+            size_t k = 0;
+            for (unsigned w = 0; k < want; w++) {
+                ebb_assert(w < free_words(s)); /* the bits hold on_span objects */
+                uint64_t m = bits[w];
+                for (; m && k < want; m &= m - 1, k++) {
+                    char *x = (char *)base + (size_t)(w * 64 + (unsigned)__builtin_ctzll(m)) * size;
+                    if (o) ebbi_set_next(o, x);
+                    else first = x;
+                    o = x;
+                }
+                bits[w] = m;
+            }
             ebbi_set_next(o, chain);
             if (!chain) last = o;
             chain = first;
@@ -473,6 +471,7 @@ static inline __attribute__((always_inline)) void span_refilled(struct ebb_centr
         if (s->on_list) ebbi_span_list_remove(&c->buckets[s->bucket], s);
         c->spans--;
         c->free_objects -= s->objects;
+        drop_free_bits(s);
         ebbi_page_free(s);
     } else {
         s->pages_seen = 0;
@@ -490,27 +489,39 @@ static inline __attribute__((always_inline)) void span_refilled(struct ebb_centr
 static inline __attribute__((always_inline)) void to_spans(struct ebb_central *c, unsigned cls, void *o,
                                                           size_t n) {
     const size_t size = ebbi_classes[cls].size;
+    const uint64_t div = ebbi_class_div[cls];
     struct ebb_span *s = NULL; /* the next row's span, when the row before found it */
+    void *prev = NULL;         /* the object whose link led to o */
     size_t i = 0;
     while (i < n && o) { /* a row: objects of one span */
         if (!s) s = ebbi_pm_span((uintptr_t)o);
-        ebb_assert(s && s->state == SPAN_SMALL && s->cls == cls);
-        /* s's list head, objects in use and pages gone, held here for the row; the page
-         * of the object before, which is in s (the record's bounds are not read: in the
-         * common row of one object they would be a cache line more) */
-        void *list = s->freelist;
+        if (unlikely(!s || s->state != SPAN_SMALL || s->cls != cls)) ebbi_corrupt_link(prev ? prev : o);
+        /* s's free bits, first block, objects in use and pages gone, held here for the
+         * row; the page of the object before, which is in s */
+        uint64_t *bits = ebbi_span_free_bits(s);
+        const uintptr_t base = ebbi_span_blocks(s);
+        const uint32_t objects = s->objects;
         uint32_t used = s->used, back = 0;
         const uint64_t gone = s->gone;
         uintptr_t page = (uintptr_t)o >> EBB_PAGE_SHIFT;
         struct ebb_span *t = NULL;
         for (;;) {
+            /* One multiply: its low half says whether o is a block start (see
+             * ebbi_class_div), its high half which one.  A link to anything else was
+             * overwritten, and must not set a bit outside the span's. */
+            const unsigned __int128 pr = (unsigned __int128)((uintptr_t)o - base) * div;
+            const uint64_t j = (uint64_t)(pr >> 64);
+            if (unlikely((uint64_t)pr >= div || j >= objects)) ebbi_corrupt_link(prev ? prev : o);
             void *next = ebbi_next_checked(o);
             if (unlikely(gone) && (pages_of(s, (uintptr_t)o, size) & gone)) ebbi_reject("free()", o);
             ebb_assert(used > 0);
-            ebbi_set_next(o, list);
-            list = o;
+            /* A block free on the span already came back twice: a double free that the
+             * key did not show (the block was written after its first free, say). */
+            const uint64_t bit = 1ull << (j % 64);
+            if (unlikely(bits[j / 64] & bit)) ebbi_reject("free()", o);
+            bits[j / 64] |= bit;
             back++, i++, used--;
-            o = next;
+            prev = o, o = next;
             /* An emptied span goes back to the page heap: no later object is in it. */
             if (!used || i == n || !o) break;
             if (((uintptr_t)o >> EBB_PAGE_SHIFT) != page) {
@@ -518,7 +529,7 @@ static inline __attribute__((always_inline)) void to_spans(struct ebb_central *c
                 t = NULL, page = (uintptr_t)o >> EBB_PAGE_SHIFT;
             }
         }
-        s->freelist = list, s->used = used;
+        s->used = used;
         span_refilled(c, s, back);
         s = t;
     }
@@ -582,15 +593,15 @@ const char *ebbi_central_verify(void) {
                 spans_listed++;
                 size_t listed = 0;
                 const uintptr_t base = ebbi_span_blocks(s);
-                for (void *o = s->freelist; o && !err; o = ebbi_next(o)) {
-                    if ((uintptr_t)o < base || (char *)o >= ebbi_span_end(s))
-                        err = "free list leaves its span";
-                    else if (!ebbi_block_start(cls, (uintptr_t)o - base))
-                        err = "free list holds no block start";
-                    else if (((uint64_t *)o)[1] != ebbi_free_key) err = "free object without the key";
-                    else if (s->gone && (pages_of(s, (uintptr_t)o, size) & s->gone))
-                        err = "free list runs through a page gone";
-                    else if (++listed > s->objects) err = "free list longer than the span";
+                const uint64_t *bits = ebbi_span_free_bits(s);
+                for (unsigned j = 0; j < free_words(s) * 64 && !err; j++) {
+                    if (!(bits[j / 64] >> (j % 64) & 1)) continue;
+                    const uint64_t *o = (const uint64_t *)(base + (uintptr_t)j * size);
+                    listed++;
+                    if (j >= s->objects) err = "a free bit past the span's last object";
+                    else if (s->gone && (obj_pages(s, base, size, j) & s->gone))
+                        err = "a free object in a page gone";
+                    else if (o[1] != ebbi_free_key) err = "free object without the key";
                 }
                 unsigned absent = 0;
                 for (unsigned j = 0; j < s->objects && s->gone; j++)

@@ -409,13 +409,13 @@ static inline void *ebbi_next_checked(void *obj) {
  *                  the kernel (then they read as zero) or may still be resident.
  *                  `free_since_ms` is when it was last freed or merged.  A resident one
  *                  is on the age list, or `stuck` when it holds no whole kernel page.
- *   SPAN_SMALL     cut into objects of class `cls`, all on the free list from the start
+ *   SPAN_SMALL     cut into objects of class `cls`, all free on it from the start
  *                  (each with the double-free key, so freeing a slot never handed out is
- *                  caught as a double free).  Invariant: objects == used + |freelist|,
- *                  where `used` counts objects outside this span's free list (in thread
+ *                  caught as a double free).  Invariant: objects == used + |free bits|,
+ *                  where `used` counts objects not free on the span (in thread
  *                  caches, transfer caches, or with the program).  used == 0 sends the span
  *                  back to the page heap.  While kernel pages of it are given back, the
- *                  objects in them are `absent`: objects == used + |freelist| + absent.
+ *                  objects in them are `absent`: objects == used + |free bits| + absent.
  *   SPAN_LARGE     one allocation of npages pages (a request above 256 KiB or an aligned one).
  *   SPAN_MAPPED    one allocation with its own mapping, returned with munmap.
  *                  A LARGE or MAPPED span has cls 0 unless its block was sampled by the
@@ -453,7 +453,14 @@ struct ebb_span {
             struct ebb_span *taken_next;
         };
         struct { /* SMALL; its objects end where it ends (ebbi_span_end) */
-            void *freelist;
+            /* central.c: bit j set while object j is free on the span (on no list, not
+             * absent), lowest address at bit 0: in the word itself for spans of at most
+             * 64 objects, else in EBB_SPAN_FREE_WORDS words of a record of their own
+             * (ebbi_span_free_bits) */
+            union {
+                uint64_t free_word;
+                uint64_t *free_ext;
+            };
             /* central.c, "released pages": bit k set while the span's k-th kernel page is
              * given back; the objects overlapping such pages (`absent`) are on no list */
             uint64_t gone;
@@ -494,6 +501,12 @@ struct ebb_span {
     };
 };
 _Static_assert(sizeof(struct ebb_span) == 80, "a span record is 80 bytes (meta.c's slot)");
+
+/* SMALL: its free bits (see free_word), and whether object o is free on it. */
+#define EBB_SPAN_FREE_WORDS (EBB_PAGE / EBB_MIN_ALIGN / 64)
+static inline uint64_t *ebbi_span_free_bits(struct ebb_span *s) {
+    return s->objects <= 64 ? &s->free_word : s->free_ext;
+}
 
 /* SMALL: the end of its last object, which is the span's end. */
 static inline char *ebbi_span_end(const struct ebb_span *s) {

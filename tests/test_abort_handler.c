@@ -66,6 +66,24 @@ static void *free_it(void *p) {
     return NULL;
 }
 
+/* 48-byte blocks, all but one in 64 freed by a thread that then ends: its cache goes to
+ * the central tier, the first batches into the class's transfer cache as chains linked
+ * through the blocks, the rest onto their spans (the live ones keep the spans). */
+enum { N_CENTRAL = 4096 };
+static void *central_blocks[N_CENTRAL];
+static void *free_most(void *arg) {
+    (void)arg;
+    for (int i = 0; i < N_CENTRAL; i++)
+        if (i % 64) free(central_blocks[i]);
+    return NULL;
+}
+static void blocks_to_central(void) {
+    for (int i = 0; i < N_CENTRAL; i++) central_blocks[i] = launder(malloc(40));
+    pthread_t t;
+    pthread_create(&t, NULL, free_most, NULL);
+    pthread_join(t, NULL);
+}
+
 static int run_case(const char *name) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -93,21 +111,22 @@ static int run_case(const char *name) {
         free(p);
         p = launder(realloc(p, 100));
     } else if (!strcmp(name, "corrupt_link_central")) {
-        /* 48-byte blocks, all but one in 64 freed, then malloc_trim(0): the thread cache
-         * and the transfer caches are emptied, the freed blocks sit on their spans' free
-         * lists (the live ones keep the spans).  A use after free overwrites their links;
-         * the next malloc of the class takes from a span, under the central lock, and
-         * finds the link unaligned. */
-        enum { N = 4096 };
-        static void *b[N];
-        for (int i = 0; i < N; i++) b[i] = launder(malloc(40));
-        for (int i = 0; i < N; i++)
-            if (i % 64) free(b[i]);
+        /* A use after free overwrites the freed blocks' links; malloc_trim(0) moves the
+         * transfer cache's chains to their spans, under the central lock, and finds a
+         * link unaligned. */
+        blocks_to_central();
+        for (int i = 0; i < N_CENTRAL; i++)
+            if (i % 64) ((volatile uintptr_t *)central_blocks[i])[0] ^= 5;
         malloc_trim(0);
-        for (int i = 0; i < N; i++)
-            if (i % 64) ((volatile uintptr_t *)b[i])[0] ^= 5;
-        void *p = launder(malloc(40));
-        (void)p;
+    } else if (!strcmp(name, "double_free_central")) {
+        /* malloc_trim(0) puts every freed block on its span.  A use after free overwrites
+         * one's key, so its second free passes the fast path; the next malloc_trim(0)
+         * takes it to its span, under the central lock, and finds it free there. */
+        blocks_to_central();
+        malloc_trim(0);
+        ((volatile uint64_t *)central_blocks[1])[1] ^= 1;
+        free(central_blocks[1]);
+        malloc_trim(0);
     } else {
         printf("unknown case %s\n", name);
         return 2;
@@ -153,6 +172,10 @@ static void corrupt_link_central(void **st) {
     (void)st;
     expect_abort("corrupt_link_central", "ebbmalloc: malloc(): corrupted free list");
 }
+static void double_free_central(void **st) {
+    (void)st;
+    expect_abort("double_free_central", "ebbmalloc: free(): double free of");
+}
 
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--case")) return run_case(argv[2]);
@@ -162,7 +185,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(double_free),          cmocka_unit_test(double_free_other_thread),
         cmocka_unit_test(double_free_large),    cmocka_unit_test(realloc_freed),
-        cmocka_unit_test(corrupt_link_central),
+        cmocka_unit_test(corrupt_link_central), cmocka_unit_test(double_free_central),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -128,7 +128,7 @@ static int only_free_blocks(struct ebb_span *s, uintptr_t a, uintptr_t b) {
         int free = 0;
         for (uintptr_t g = s->start; g < end && !free; g += kp)
             free = (s->gone & (1ull << ((g - s->start) / kp))) && g < o + size && g + kp > o;
-        for (void *f = s->freelist; f && !free; f = ebbi_next(f)) free = (uintptr_t)f == o;
+        if (!free) { unsigned j = (unsigned)((o - base) / size); free = ebbi_span_free_bits(s)[j / 64] >> (j % 64) & 1; }
         if (!free) return 0;
     }
     return 1;

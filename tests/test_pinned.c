@@ -527,6 +527,74 @@ static void busy_span_gets_its_pages_back(void **st) {
         fail_msg("child: status %#x (exit code = the check that failed)", status);
 }
 
+/* Frees in random order, then a refill: a span keeps its free objects as bits, and a
+ * refill takes the lowest free objects of one span, linked in address order, whatever
+ * order they were freed in.  Every block that comes back is one the program freed, and
+ * the chain is checked against the span and the blocks (in a child, by exit code). */
+enum { RANDOM_N = 4096, RANDOM_PIN = 17 };
+static unsigned char *rnd_blocks[RANDOM_N];
+static int child_refill_in_address_order(void) {
+    const unsigned cls = ebbi_size_to_class(40);
+    uint32_t order[RANDOM_N], x = 12345;
+    for (int i = 0; i < RANDOM_N; i++) {
+        rnd_blocks[i] = ebb_malloc(40);
+        memset(rnd_blocks[i], 0xab, 40);
+        order[i] = (uint32_t)i;
+    }
+    for (int i = RANDOM_N - 1; i > 0; i--) {
+        x = x * 1103515245u + 12345u;
+        int j = (int)((x >> 8) % (uint32_t)(i + 1));
+        uint32_t t = order[i];
+        order[i] = order[j], order[j] = t;
+    }
+    for (int i = 0; i < RANDOM_N; i++)
+        if (order[i] % RANDOM_PIN) ebb_free(rnd_blocks[order[i]]);
+    ebbi_tc_flush_self();
+    ebbi_central_trim(true); /* the transfer cache's chains onto their spans */
+    if (ebbi_central_verify()) return 10;
+    void *head, *tail;
+    size_t got = ebbi_central_pop(cls, 32, &head, &tail);
+    if (got != 32) return 11;
+    struct ebb_span *s = ebbi_pm_span((uintptr_t)head);
+    uintptr_t prev = 0;
+    size_t n = 0;
+    for (void *o = head; o; o = ebbi_next(o), n++) {
+        if (ebbi_pm_span((uintptr_t)o) != s) return 12;      /* one span */
+        if ((uintptr_t)o <= prev) return 13;                 /* in address order */
+        int idx = -1;
+        for (int i = 0; i < RANDOM_N && idx < 0; i++)
+            if (rnd_blocks[i] == o) idx = i;
+        if (idx < 0 || idx % RANDOM_PIN == 0) return 14;     /* one the program freed */
+        if (n == 31 && o != tail) return 15;
+        prev = (uintptr_t)o;
+    }
+    if (n != 32) return 16;
+    /* the lowest: no freed block of s below the last one taken is still free on s */
+    for (int i = 0; i < RANDOM_N; i++) {
+        uintptr_t a = (uintptr_t)rnd_blocks[i];
+        if (i % RANDOM_PIN == 0 || ebbi_pm_span(a) != s || a >= prev) continue;
+        bool taken = false;
+        for (void *o = head; o && !taken; o = ebbi_next(o)) taken = (uintptr_t)o == a;
+        if (!taken) return 17;
+    }
+    ebbi_central_push(cls, head, tail, got);
+    if (ebbi_central_verify()) return 18;
+    for (int i = 0; i < RANDOM_N; i += RANDOM_PIN) ebb_free(rnd_blocks[i]);
+    return 0;
+}
+
+static void refill_takes_lowest_in_address_order(void **st) {
+    (void)st;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(child_refill_in_address_order());
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status))
+        fail_msg("child: status %#x (exit code = the check that failed)", status);
+}
+
 static void expect_abort(void (*fn)(void), const char *want) {
     char msg[2048];
     int status = child_stderr(fn, msg, sizeof msg);
@@ -566,6 +634,7 @@ int main(void) {
         cmocka_unit_test_teardown(idle_pinned_spans_release_on_their_own, teardown),
         cmocka_unit_test(misuse_fires_on_blocks_of_pages_back),
         cmocka_unit_test(busy_span_gets_its_pages_back),
+        cmocka_unit_test(refill_takes_lowest_in_address_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
