@@ -91,6 +91,11 @@ static struct ebb_span *new_span(unsigned cls, uint64_t now) {
     s->used = 0;
     s->objects = nobj;
     if (ext) s->free_ext = ext;
+    /* Every object free, before the page map publishes the span: a double free of a
+     * block of the span that was here before finds its bit set. */
+    uint64_t *bits = ebbi_span_free_bits(s);
+    for (unsigned w = 0; w * 64 < nobj; w++)
+        bits[w] = nobj - w * 64 >= 64 ? ~0ull : (1ull << (nobj - w * 64)) - 1;
     s->released = 0;
     s->gone = 0;
     s->absent = 0;
@@ -99,9 +104,7 @@ static struct ebb_span *new_span(unsigned cls, uint64_t now) {
     ebbi_pm_set_span(s);
     ebbi_unlock(&ebbi_ph_lock);
     ebbi_page_release_finish(); /* what the allocation traded away (see page_alloc) */
-    /* Every object free, with the key. */
-    uint64_t *bits = ebbi_span_free_bits(s);
-    for (unsigned w = 0; w * 64 < nobj; w++) bits[w] = nobj - w * 64 >= 64 ? ~0ull : (1ull << (nobj - w * 64)) - 1;
+    /* Every object with the key. */
     for (char *o = (char *)ebbi_span_blocks(s); o < ebbi_span_end(s); o += ci->size)
         ((uint64_t *)o)[1] = ebbi_free_key;
     return s;
@@ -139,7 +142,7 @@ static void drop_free_bits(struct ebb_span *s) {
  * holds objects comes back, with the pages its objects straddle into: it must read as
  * zero (a write after free would show there; so would a double free of an absent object
  * that raced with the span's first page going, see set_gone), and its objects are made
- * again with links and keys.  While a span has pages gone, its frees take the slow path,
+ * again with keys.  While a span has pages gone, its frees take the slow path,
  * which refuses an absent object (its key went with the page).  A span that empties with pages gone is checked the same way and goes
  * back to the page heap released as a whole.  With kernel pages bigger than ebbmalloc's
  * (16 and 64 KiB on arm64) only spans that start and end on a kernel page take part. */
@@ -348,7 +351,7 @@ static size_t release_span_pages(struct ebb_central *c, struct ebb_span *s) {
             break;
         }
     }
-    if (refused) { /* their objects are whole: back on the list */
+    if (refused) { /* their objects are whole: free on the span again */
         set_gone(s, s->gone & ~refused);
         rebuild_free_bits(s, isfree);
     }
@@ -436,7 +439,9 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head, void **tail) {
             char *first = NULL, *o = NULL;
             size_t k = 0;
             for (unsigned w = 0; k < want; w++) {
-                ebb_assert(w < free_words(s)); /* the bits hold on_span objects */
+                if (unlikely(w >= free_words(s))) /* the bits hold on_span objects */
+                    ebbi_fatal(
+                        "internal check failed: a span's free bits hold fewer objects than its counts");
                 uint64_t m = bits[w];
                 for (; m && k < want; m &= m - 1, k++) {
                     char *x = (char *)base + (size_t)(w * 64 + (unsigned)__builtin_ctzll(m)) * size;
@@ -464,7 +469,7 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head, void **tail) {
 
 /* A span that objects came back to: `back` of them since it was last looked at. */
 static inline __attribute__((always_inline)) void span_refilled(struct ebb_central *c, struct ebb_span *s,
-                                                               uint32_t back) {
+                                                                uint32_t back) {
     c->free_objects += back;
     if (s->used == 0) {
         if (s->gone) release_whole(c, s);
@@ -487,7 +492,7 @@ static inline __attribute__((always_inline)) void span_refilled(struct ebb_centr
  * pages gone too unless its free raced with the span's first page going (set_gone): such
  * a double free of an absent object shows here. */
 static inline __attribute__((always_inline)) void to_spans(struct ebb_central *c, unsigned cls, void *o,
-                                                          size_t n) {
+                                                           size_t n) {
     const size_t size = ebbi_classes[cls].size;
     const uint64_t div = ebbi_class_div[cls];
     struct ebb_span *s = NULL; /* the next row's span, when the row before found it */
@@ -512,8 +517,11 @@ static inline __attribute__((always_inline)) void to_spans(struct ebb_central *c
             const unsigned __int128 pr = (unsigned __int128)((uintptr_t)o - base) * div;
             const uint64_t j = (uint64_t)(pr >> 64);
             if (unlikely((uint64_t)pr >= div || j >= objects)) ebbi_corrupt_link(prev ? prev : o);
-            void *next = ebbi_next_checked(o);
             if (unlikely(gone) && (pages_of(s, (uintptr_t)o, size) & gone)) ebbi_reject("free()", o);
+            /* Every object a cache gives back has the key: one without it is a block
+             * the program holds, reached through a link that was overwritten. */
+            if (unlikely(((const uint64_t *)o)[1] != ebbi_free_key)) ebbi_corrupt_link(prev ? prev : o);
+            void *next = ebbi_next_checked(o);
             ebb_assert(used > 0);
             /* A block free on the span already came back twice: a double free that the
              * key did not show (the block was written after its first free, say). */

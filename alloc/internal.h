@@ -7,7 +7,7 @@
  *   meta.c        ebbmalloc's own bookkeeping memory (span records, thread caches)
  *   pagemap.c     address -> span radix tree, and the class map (class and span start per page)
  *   page_heap.c   spans of 8 KiB pages: free lists, coalescing, growth, release
- *   central.c     per-class central free lists of spans plus a transfer cache
+ *   central.c     per-class central tier: spans with free bits, and a transfer cache
  *   thread_cache.c per-thread caches, their budget and the slow paths
  *   release.c     when free pages go back to the kernel; the background thread
  *   cgroup.c      the cgroup's memory limit and CPU quota, as rules on text (cgroup.h)
@@ -170,7 +170,7 @@ long ebbi_os_read_mem(int pid, void *dst, const void *src, size_t n);
 int ebbi_os_fallocate(int fd, size_t off, size_t len); /* back a file range (tmpfs) */
 void ebbi_os_map_fixed(void *p, size_t size, int fd);  /* private memory over p: file fd, or anonymous (-1) */
 size_t ebbi_read_file(const char *path, char *buf, size_t n); /* reads up to n-1, NUL-ends */
-const char *ebbi_stat_field(const char *text, int field); /* of a /proc stat text */
+const char *ebbi_stat_field(const char *text, int field);     /* of a /proc stat text */
 void ebbi_write_err(const char *s, size_t n);
 void ebbi_write_fd(int fd, const char *s, size_t n);
 /* The process's environment: libc's environ, or before libc has set it, the one the
@@ -453,7 +453,7 @@ struct ebb_span {
             struct ebb_span *taken_next;
         };
         struct { /* SMALL; its objects end where it ends (ebbi_span_end) */
-            /* central.c: bit j set while object j is free on the span (on no list, not
+            /* central.c: bit j set while object j is free on the span (in no cache, not
              * absent), lowest address at bit 0: in the word itself for spans of at most
              * 64 objects, else in EBB_SPAN_FREE_WORDS words of a record of their own
              * (ebbi_span_free_bits) */
@@ -462,7 +462,7 @@ struct ebb_span {
                 uint64_t *free_ext;
             };
             /* central.c, "released pages": bit k set while the span's k-th kernel page is
-             * given back; the objects overlapping such pages (`absent`) are on no list */
+             * given back; the objects overlapping such pages (`absent`) are not free on it */
             uint64_t gone;
             uint64_t pop_ms; /* when objects were last taken from it */
             uint32_t used;
@@ -502,8 +502,9 @@ struct ebb_span {
 };
 _Static_assert(sizeof(struct ebb_span) == 80, "a span record is 80 bytes (meta.c's slot)");
 
-/* SMALL: its free bits (see free_word), and whether object o is free on it. */
+/* SMALL: its free bits (see free_word). */
 #define EBB_SPAN_FREE_WORDS (EBB_PAGE / EBB_MIN_ALIGN / 64)
+_Static_assert(EBB_SPAN_FREE_WORDS * 8 <= sizeof(struct ebb_span), "a span's free bits fit in a record");
 static inline uint64_t *ebbi_span_free_bits(struct ebb_span *s) {
     return s->objects <= 64 ? &s->free_word : s->free_ext;
 }
@@ -738,7 +739,7 @@ struct ebb_central {
     } xfer_slots[EBB_XFER_SLOTS];
     struct ebb_span_list buckets[EBB_BUCKETS];
     size_t spans;        /* SMALL spans of this class */
-    size_t free_objects; /* on span free lists or absent (not in transfer cache) */
+    size_t free_objects; /* free on their spans or absent (not in transfer cache) */
     size_t released;     /* bytes of kernel pages gone in this class's live spans */
     size_t pages_out;    /* bytes ever given back from live spans (for EBB_STATS=2) */
     size_t pages_back;   /* bytes ever brought back for allocation */

@@ -118,7 +118,7 @@ static void *fake_map_shared(int fd, size_t size) {
 }
 
 /* Does [a, b), inside small-object span s, hold free blocks only: each block it overlaps
- * on the span's free list or overlapping a kernel page the span gave back already?  Or
+ * free on the span or overlapping a kernel page the span gave back already?  Or
  * is it the whole span, every block free (it goes back to the page heap released)? */
 static int only_free_blocks(struct ebb_span *s, uintptr_t a, uintptr_t b) {
     size_t size = ebbi_classes[s->cls].size;
@@ -128,7 +128,10 @@ static int only_free_blocks(struct ebb_span *s, uintptr_t a, uintptr_t b) {
         int free = 0;
         for (uintptr_t g = s->start; g < end && !free; g += kp)
             free = (s->gone & (1ull << ((g - s->start) / kp))) && g < o + size && g + kp > o;
-        if (!free) { unsigned j = (unsigned)((o - base) / size); free = ebbi_span_free_bits(s)[j / 64] >> (j % 64) & 1; }
+        if (!free) {
+            unsigned j = (unsigned)((o - base) / size);
+            free = ebbi_span_free_bits(s)[j / 64] >> (j % 64) & 1;
+        }
         if (!free) return 0;
     }
     return 1;

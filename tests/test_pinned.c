@@ -559,12 +559,12 @@ static int child_refill_in_address_order(void) {
     uintptr_t prev = 0;
     size_t n = 0;
     for (void *o = head; o; o = ebbi_next(o), n++) {
-        if (ebbi_pm_span((uintptr_t)o) != s) return 12;      /* one span */
-        if ((uintptr_t)o <= prev) return 13;                 /* in address order */
+        if (ebbi_pm_span((uintptr_t)o) != s) return 12; /* one span */
+        if ((uintptr_t)o <= prev) return 13;            /* in address order */
         int idx = -1;
         for (int i = 0; i < RANDOM_N && idx < 0; i++)
             if (rnd_blocks[i] == o) idx = i;
-        if (idx < 0 || idx % RANDOM_PIN == 0) return 14;     /* one the program freed */
+        if (idx < 0 || idx % RANDOM_PIN == 0) return 14; /* one the program freed */
         if (n == 31 && o != tail) return 15;
         prev = (uintptr_t)o;
     }
