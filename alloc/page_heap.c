@@ -782,7 +782,7 @@ bool ebbi_page_grow(struct ebb_span *s, size_t npages) {
     struct ebb_span *lru_pos = n->stuck ? NULL : LRU_PREV(n);
     set_remove(n);
     struct ebb_span *r = carve(n, end, extra, lru_pos); /* n itself: the cut is at its start */
-    if (!r) { /* out of memory for a record: put n back whole */
+    if (!r) {                                           /* out of memory for a record: put n back whole */
         put_back(n, lru_pos);
         ebbi_unlock(&ebbi_ph_lock);
         return false;

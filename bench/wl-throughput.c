@@ -513,9 +513,9 @@ static void run_large(void) {
 
 static uint32_t bulk_size(struct wl_rng *r) {
     uint64_t k = wl_below(r, 100);
-    if (k < 70) return (uint32_t)(8 + wl_below(r, 57));   /* 8..64 */
-    if (k < 95) return (uint32_t)(65 + wl_below(r, 96));  /* 65..160 */
-    return (uint32_t)(161 + wl_below(r, 96));             /* 161..256 */
+    if (k < 70) return (uint32_t)(8 + wl_below(r, 57));  /* 8..64 */
+    if (k < 95) return (uint32_t)(65 + wl_below(r, 96)); /* 65..160 */
+    return (uint32_t)(161 + wl_below(r, 96));            /* 161..256 */
 }
 
 static void run_bulk(void) {
@@ -608,18 +608,25 @@ static const struct section {
     const char *name;
     void (*run)(void);
 } sections[] = {
-    {"fastpath", run_fastpath},         {"fastpath-burst", run_fastpath_burst},
-    {"larson-2t", run_larson_2t},       {"larson-8t", run_larson_8t},
-    {"larson-sizes", run_larson_sizes}, {"threads-64", run_threads_64},
-    {"threads-256", run_threads_256},   {"pipeline", run_pipeline},
-    {"prodcons", run_prodcons},         {"large", run_large},
-    {"bulk", run_bulk},                 {"realloc", run_realloc},
+    {"fastpath", run_fastpath},
+    {"fastpath-burst", run_fastpath_burst},
+    {"larson-2t", run_larson_2t},
+    {"larson-8t", run_larson_8t},
+    {"larson-sizes", run_larson_sizes},
+    {"threads-64", run_threads_64},
+    {"threads-256", run_threads_256},
+    {"pipeline", run_pipeline},
+    {"prodcons", run_prodcons},
+    {"large", run_large},
+    {"bulk", run_bulk},
+    {"realloc", run_realloc},
 };
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 static void usage(void) {
     fprintf(stderr, "usage: ebb-wl-throughput [--quick|--long] [--only SECTION,...] [--iters N] "
-                    "[--larson-ops N] [--msgs N] [--large-iters N] [--large-write-all] [--bulk-rounds N] [--reallocs N] [--null] [--seed S] "
+                    "[--larson-ops N] [--msgs N] [--large-iters N] [--large-write-all] [--bulk-rounds N] "
+                    "[--reallocs N] [--null] [--seed S] "
                     "[--sync]\n"
                     "sections:");
     for (size_t i = 0; i < N_SECTIONS; i++) fprintf(stderr, " %s", sections[i].name);

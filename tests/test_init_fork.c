@@ -52,8 +52,18 @@ static void *first_malloc(void *arg) {
     return NULL;
 }
 
-enum { OK, HALF_DONE = 3, CHILD_MALLOC = 4, CHILD_CONTENT = 5, NOT_FRESH = 10, NO_INIT,
-       THREAD, PARENT, EMULATOR_HANG = 20, CHILD_HUNG };
+enum {
+    OK,
+    HALF_DONE = 3,
+    CHILD_MALLOC = 4,
+    CHILD_CONTENT = 5,
+    NOT_FRESH = 10,
+    NO_INIT,
+    THREAD,
+    PARENT,
+    EMULATOR_HANG = 20,
+    CHILD_HUNG
+};
 
 /* In a process of its own (forked from the single-threaded test), so that a fork child
  * the emulator leaves hanging (tests/ebb_test_fork.h) can be tried again from the start. */

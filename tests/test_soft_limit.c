@@ -67,8 +67,9 @@ static void sizes_that_come_back_stay_under_the_soft_limit(void **st) {
         ebbi_page_heap_stats(&ph1);
         if (ph1.released_by[EBB_WHY_SOFT] > ph0.released_by[EBB_WHY_SOFT]) {
             over++;
-            if (ph1.reuse_floor) fail_msg("step %d: the soft limit released, the reuse floor stayed %zu MiB", k,
-                                          ph1.reuse_floor >> 20);
+            if (ph1.reuse_floor)
+                fail_msg("step %d: the soft limit released, the reuse floor stayed %zu MiB", k,
+                         ph1.reuse_floor >> 20);
             if (ph0.reuse_floor) ended++;
         }
         struct ebb_stats s;
