@@ -522,12 +522,12 @@ static inline __attribute__((always_inline)) void to_spans(struct ebb_central *c
              * the program holds, reached through a link that was overwritten. */
             if (unlikely(((const uint64_t *)o)[1] != ebbi_free_key)) ebbi_corrupt_link(prev ? prev : o);
             void *next = ebbi_next_checked(o);
-            ebb_assert(used > 0);
             /* A block free on the span already came back twice: a double free that the
              * key did not show (the block was written after its first free, say). */
             const uint64_t bit = 1ull << (j % 64);
             if (unlikely(bits[j / 64] & bit)) ebbi_reject("free()", o);
             bits[j / 64] |= bit;
+            ebb_assert(used > 0);
             back++, i++, used--;
             prev = o, o = next;
             /* An emptied span goes back to the page heap: no later object is in it. */

@@ -2,7 +2,9 @@
  *
  * Two kinds:
  *   - span records (struct ebb_span, 80 bytes), of which there are as many as spans and
- *     which come and go with every split and merge of the page heap: slots in record
+ *     which come and go with every split and merge of the page heap (and one more for
+ *     each small-object span of more than 64 blocks, which keeps its free bits in a slot
+ *     of its own: central.c): slots in record
  *     chunks, lowest address first, whose whole kernel pages of free slots go back to the
  *     kernel at the release passes (ebbi_meta_release), so that the records of spans long
  *     gone do not stay resident;
