@@ -515,16 +515,21 @@ static int child_busy_span_gets_its_pages_back(void) {
     return 0;
 }
 
-static void busy_span_gets_its_pages_back(void **st) {
-    (void)st;
+/* fn in a forked child, which must exit 0 (its exit code names the check that failed). */
+static void in_child(int (*fn)(void)) {
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
-    if (pid == 0) _exit(child_busy_span_gets_its_pages_back());
+    if (pid == 0) _exit(fn());
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     if (!WIFEXITED(status) || WEXITSTATUS(status))
         fail_msg("child: status %#x (exit code = the check that failed)", status);
+}
+
+static void busy_span_gets_its_pages_back(void **st) {
+    (void)st;
+    in_child(child_busy_span_gets_its_pages_back);
 }
 
 /* Frees in random order, then a refill: a span keeps its free objects as bits, and a
@@ -585,14 +590,7 @@ static int child_refill_in_address_order(void) {
 
 static void refill_takes_lowest_in_address_order(void **st) {
     (void)st;
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) _exit(child_refill_in_address_order());
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (!WIFEXITED(status) || WEXITSTATUS(status))
-        fail_msg("child: status %#x (exit code = the check that failed)", status);
+    in_child(child_refill_in_address_order);
 }
 
 static void expect_abort(void (*fn)(void), const char *want) {
