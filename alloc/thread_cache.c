@@ -1054,6 +1054,20 @@ void ebbi_tc_fork_parent(void) { ebbi_unlock_raw(&tc_list_lock); }
  * whose lists it was not changing (it is in fork, outside any slow path: a fork from a
  * handler that interrupted one takes the skipped path in init.c), claims the sum of its
  * lists' room, and budget_left is the total less that. */
+/* A fork child: another thread of the parent may have been cut inside a fast-path pop
+ * with its object's key cleared but the list's head not yet moved past it (the C fast
+ * paths' two stores may become visible in either order on a weakly ordered CPU, and the
+ * compiler may swap them).  That object was being handed out: it leaves the list (its
+ * link, which the pop does not touch, still names the rest), and stays lost, as one
+ * caught inside a push.  Every object a list holds has the key otherwise, which the
+ * central tier checks when the list goes back. */
+static void drop_half_popped(struct ebb_tcache *tc) {
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+        uint64_t *p = tc->head[cls];
+        if ((void *)p != EBB_TC_END && p[1] != ebbi_free_key) tc->head[cls] = ebbi_next_checked(p);
+    }
+}
+
 void ebbi_tc_fork_child(void) {
     ebbi_lock_reset(&tc_list_lock);
     struct ebb_tcache *own = NULL;
@@ -1064,6 +1078,7 @@ void ebbi_tc_fork_child(void) {
                 tc->tid = ebbi_os_gettid(); /* the child's own thread id */
                 own = tc;
             } else {
+                drop_half_popped(tc);
                 tc_destroy(tc);
             }
         }

@@ -253,6 +253,67 @@ static void fork_child_budget_is_exact(void **state) {
 }
 
 
+/* A fork while another thread is inside a pop, its object's key cleared but its list's
+ * head not yet moved on (the order the C fast paths' stores may become visible in on a
+ * weakly ordered CPU): the child gives that thread's cache back to the central tier,
+ * which checks every block for the key, so the child must leave the half-popped object
+ * out, not stop on it.  The other thread makes that state on its own list (its head
+ * object's key cleared) and waits; the child checks the central tier and allocates.
+ * The other thread puts the key back before it runs on. */
+static pthread_mutex_t hp_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hp_cv = PTHREAD_COND_INITIALIZER;
+static int hp_state; /* 0 start, 1 cut (the head's key cleared), 2 fork done */
+static void *half_pop(void *arg) {
+    (void)arg;
+    unsigned cls = fill_list(48, 8);
+    uint64_t *head = ebbi_tc_mine()->head[cls];
+    uint64_t key = head[1];
+    pthread_mutex_lock(&hp_mu);
+    head[1] = 0;
+    hp_state = 1;
+    pthread_cond_broadcast(&hp_cv);
+    while (hp_state != 2) pthread_cond_wait(&hp_cv, &hp_mu);
+    head[1] = key;
+    pthread_mutex_unlock(&hp_mu);
+    for (int i = 0; i < 100; i++) ebb_free(ebb_malloc(48));
+    return NULL;
+}
+
+static int half_pop_child(void) {
+    if (ebbi_central_verify()) return 10;
+    enum { N = 5000 };
+    static unsigned char *b[N];
+    for (int i = 0; i < N; i++) {
+        if (!(b[i] = ebb_malloc(48))) return 11;
+        memset(b[i], i & 0xff, 48);
+    }
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < 48; j++)
+            if (b[i][j] != (unsigned char)(i & 0xff)) return 12; /* handed out twice */
+    for (int i = 0; i < N; i++) ebb_free(b[i]);
+    return ebbi_central_verify() ? 13 : 0;
+}
+
+static void fork_child_leaves_out_a_half_popped_object(void **state) {
+    (void)state;
+    pthread_t t;
+    pthread_create(&t, NULL, half_pop, NULL);
+    pthread_mutex_lock(&hp_mu);
+    while (hp_state != 1) pthread_cond_wait(&hp_cv, &hp_mu);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) _exit(half_pop_child());
+    hp_state = 2;
+    pthread_cond_broadcast(&hp_cv);
+    pthread_mutex_unlock(&hp_mu);
+    pthread_join(t, NULL);
+    assert_true(pid > 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status))
+        fail_msg("fork child: status %#x (exit code = the check that failed, or a signal)", status);
+}
+
 /* Many busy threads on few CPUs: every thread may claim the 256 KiB floor, and past the
  * most the total gives that many (64 MiB / 256 KiB), each its part of the total, not
  * the first ones everything.  Each thread fills lists of eleven classes of 1-32 KiB
@@ -413,6 +474,7 @@ int main(void) {
         cmocka_unit_test(broken_link_fails),
         cmocka_unit_test(threads_pass),
         cmocka_unit_test(fork_child_budget_is_exact),
+        cmocka_unit_test(fork_child_leaves_out_a_half_popped_object),
         cmocka_unit_test(every_busy_thread_gets_its_share),
         cmocka_unit_test(cached_bytes_within_the_budget),
     };
