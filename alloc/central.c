@@ -8,9 +8,10 @@
  * double free), and taking objects links the lowest free ones in address order, so that
  * neither reads the objects' memory.  After frees in random order a list would be a
  * chase through memory in random order, one cache miss after another; the bits are one
- * record, and the links written are stores the processor overlaps.  Spans with free objects sit on EBB_BUCKETS lists by how
- * full they are, and objects are taken from the fullest, so that lightly used spans
- * empty out instead of a few long-lived objects pinning many spans.
+ * record, and the links written are stores the processor overlaps.  Spans with free
+ * objects sit on EBB_BUCKETS lists by how full they are, and objects are taken from the
+ * fullest, so that lightly used spans empty out instead of a few long-lived objects
+ * pinning many spans.
  *
  * A span that a few long-lived objects keep alive still gives back the kernel pages that
  * hold only free objects ("released pages" below), and takes them back when allocation
@@ -142,9 +143,9 @@ static void drop_free_bits(struct ebb_span *s) {
  * holds objects comes back, with the pages its objects straddle into: it must read as
  * zero (a write after free would show there; so would a double free of an absent object
  * that raced with the span's first page going, see set_gone), and its objects are made
- * again with keys.  While a span has pages gone, its frees take the slow path,
- * which refuses an absent object (its key went with the page).  A span that empties with pages gone is checked the same way and goes
- * back to the page heap released as a whole.  With kernel pages bigger than ebbmalloc's
+ * again with keys.  While a span has pages gone, its frees take the slow path, which
+ * refuses an absent object (its key went with the page).  A span that empties with pages
+ * gone is checked the same way and goes back to the page heap released as a whole.  With kernel pages bigger than ebbmalloc's
  * (16 and 64 KiB on arm64) only spans that start and end on a kernel page take part. */
 
 /* Pages of s that [a, a + len) overlaps (len > 0, inside the span). */
@@ -303,7 +304,7 @@ static void rebuild_free_bits(struct ebb_span *s, const uint64_t *isfree) {
     uint64_t *bits = ebbi_span_free_bits(s);
     unsigned absent = 0;
     for (unsigned w = 0; w < free_words(s); w++) bits[w] = isfree[w];
-    for (unsigned j = 0; j < s->objects; j++) {
+    for (unsigned j = 0; j < s->objects && s->gone; j++) {
         if (!(isfree[j / 64] & (1ull << (j % 64))) || !(obj_pages(s, base, size, j) & s->gone)) continue;
         bits[j / 64] &= ~(1ull << (j % 64));
         absent++;

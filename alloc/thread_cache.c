@@ -1038,22 +1038,6 @@ void ebbi_tc_free_small(void *p, unsigned cls) {
 void ebbi_tc_fork_prepare(void) { ebbi_lock_raw(&tc_list_lock); }
 void ebbi_tc_fork_parent(void) { ebbi_unlock_raw(&tc_list_lock); }
 
-/* In the child only the forking thread exists: the other threads' caches go back to the
- * central tier instead of being lost.  Those threads may have been in the middle of a
- * fast-path push or pop when the parent forked: every store keeps the chain from head
- * whole and ended, but room may be one off, so it is recounted from the chain (an object
- * caught between the stores of a push is not on the chain: it stays lost).  The forking
- * thread's own record, parked or not, is known by its TLS slot.
- *
- * A slow path of another thread may also have been cut between the two stores of a
- * claim or an unclaim (budget_left and claimed), or between an unclaim and the store of
- * the list's new max: giving its record back would then give back too little or twice,
- * and the child's budget would drift from what its caches hold.  So once the others are
- * gone the budget is counted again from what is left (the records given back claim
- * nothing, whatever their cut stores left in claimed): the forking thread's own record,
- * whose lists it was not changing (it is in fork, outside any slow path: a fork from a
- * handler that interrupted one takes the skipped path in init.c), claims the sum of its
- * lists' room, and budget_left is the total less that. */
 /* A fork child: another thread of the parent may have been cut inside a fast-path pop
  * with its object's key cleared but the list's head not yet moved past it (the C fast
  * paths' two stores may become visible in either order on a weakly ordered CPU, and the
@@ -1068,6 +1052,24 @@ static void drop_half_popped(struct ebb_tcache *tc) {
     }
 }
 
+/* In the child only the forking thread exists: the other threads' caches go back to the
+ * central tier instead of being lost.  Those threads may have been in the middle of a
+ * fast-path push or pop when the parent forked: every store keeps the chain from head
+ * whole and ended (but for a pop's cleared key seen before its new head, which
+ * drop_half_popped takes off), and room may be one off, so it is recounted from the
+ * chain (an object caught between the stores of a push is not on the chain: it stays
+ * lost).  The forking
+ * thread's own record, parked or not, is known by its TLS slot.
+ *
+ * A slow path of another thread may also have been cut between the two stores of a
+ * claim or an unclaim (budget_left and claimed), or between an unclaim and the store of
+ * the list's new max: giving its record back would then give back too little or twice,
+ * and the child's budget would drift from what its caches hold.  So once the others are
+ * gone the budget is counted again from what is left (the records given back claim
+ * nothing, whatever their cut stores left in claimed): the forking thread's own record,
+ * whose lists it was not changing (it is in fork, outside any slow path: a fork from a
+ * handler that interrupted one takes the skipped path in init.c), claims the sum of its
+ * lists' room, and budget_left is the total less that. */
 void ebbi_tc_fork_child(void) {
     ebbi_lock_reset(&tc_list_lock);
     struct ebb_tcache *own = NULL;
