@@ -139,6 +139,7 @@ unsigned ebbi_os_cpus_allowed(void); /* CPUs in the affinity mask */
  * shared library, which interposes pthread_create: by ebbi_os_find_pthread_create).
  * False if it could not be created. */
 bool ebbi_os_start_thread(void *(*fn)(void *), const char *name);
+void ebbi_os_thread_takes_signals(void); /* the mask of the thread that started it */
 /* The shared library finds libc's pthread_create with dlsym, which may take the dynamic
  * loader's lock and allocate: only at a point where that is safe (the application's own
  * pthread_create call).  ebbi_os_pthread_create calls it (EAGAIN if it was not found). */

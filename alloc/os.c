@@ -385,6 +385,11 @@ int ebbi_os_pthread_create(void *thread, const void *attr, void *(*fn)(void *), 
     return f ? f(thread, attr, fn, arg) : EAGAIN;
 }
 
+/* The signal mask of the thread that started the last ebbmalloc thread, as it was before
+ * ebbi_os_start_thread blocked everything.  Written before pthread_create, read by the
+ * new thread after it (which orders the two). */
+static sigset_t start_mask;
+
 /* A detached thread with a small stack that takes no signals meant for the program's
  * threads.  False if it could not be created. */
 bool ebbi_os_start_thread(void *(*fn)(void *), const char *name) {
@@ -401,6 +406,7 @@ bool ebbi_os_start_thread(void *(*fn)(void *), const char *name) {
     pthread_attr_setstacksize(&at, 256 << 10);
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    start_mask = old;
     int err = create(&t, &at, fn, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&at);
@@ -408,6 +414,10 @@ bool ebbi_os_start_thread(void *(*fn)(void *), const char *name) {
     errno = saved;
     return err == 0;
 }
+
+/* The calling ebbmalloc thread takes the signals its starter took (the release thread,
+ * before it runs libc's exit as the last thread). */
+void ebbi_os_thread_takes_signals(void) { pthread_sigmask(SIG_SETMASK, &start_mask, NULL); }
 
 /* CPUs in the affinity mask (at least 1). */
 unsigned ebbi_os_cpus_allowed(void) {

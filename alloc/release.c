@@ -168,7 +168,11 @@ static bool alone(void) {
     char path[64];
     ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/stat", ebbi_os_getpid());
     if (!ebbi_read_file(path, buf, sizeof buf) || !(p = ebbi_stat_field(buf, 3))) return false; /* state */
-    return *p == 'Z' || *p == 'X';
+    if (*p != 'Z' && *p != 'X') return false;
+    /* The count again: the first thread may have started another before it ended, after
+     * the first read.  A zombie starts nothing, so two now is two for good. */
+    if (!ebbi_read_file("/proc/self/stat", buf, sizeof buf) || !(p = ebbi_stat_field(buf, 20))) return false;
+    return strtol(p, NULL, 10) == 2;
 }
 
 /* The stats page has one writer at a time: whoever holds `releasing`.  The release
@@ -182,11 +186,10 @@ static void *bg_main(void *arg) {
             for (uint64_t slept = 0, want = (uint64_t)(ms < 100 ? 100 : ms); slept < want; slept += 100) {
                 ebbi_os_sleep_ms(want - slept < 100 ? want - slept : 100);
                 if (alone()) {
-                    /* libc's exit(0) runs on this thread now (atexit handlers, destructors):
-                     * with the signals a program thread would have (none blocked) */
-                    sigset_t none;
-                    sigemptyset(&none);
-                    pthread_sigmask(SIG_SETMASK, &none, NULL);
+                    /* libc's exit(0) runs on this thread now (atexit handlers, destructors),
+                     * with the signal mask of the program thread that started it: a signal
+                     * the program keeps blocked stays blocked */
+                    ebbi_os_thread_takes_signals();
                     return NULL;
                 }
             }

@@ -1039,11 +1039,17 @@ void ebbi_tc_fork_prepare(void) { ebbi_lock_raw(&tc_list_lock); }
 void ebbi_tc_fork_parent(void) { ebbi_unlock_raw(&tc_list_lock); }
 
 /* A fork child: another thread of the parent may have been cut inside a fast-path pop
- * with its object's key cleared but the list's head not yet moved past it (the C fast
- * paths' two stores may become visible in either order on a weakly ordered CPU, and the
- * compiler may swap them).  That object was being handed out: it leaves the list (its
- * link, which the pop does not touch, still names the rest), and stays lost, as one
- * caught inside a push.  Every object a list holds has the key otherwise, which the
+ * with its object's key cleared but the list's head not yet moved past it.  The child
+ * sees each other thread's stores as a prefix of those it executed, in its program
+ * order, on arm64 too (a store to a page fork write-protected faults at the instruction,
+ * and stores already done are complete before fork's TLB flush ends), so only the order
+ * of the stores as compiled matters: the x86-64 assembly pops store the head first, but
+ * the compiler may put the C pops' clearing of the key (pop_fast, pop_object) before
+ * their head store, the two not aliasing.  That object was being handed out: it leaves
+ * the list (its link, which the pop does not touch, still names the rest), and stays
+ * lost, as one caught inside a push.  (The slow path's push, ebbi_tc_free_small, may
+ * likewise show its head before the object's key: that object is taken off too, and lost
+ * in the child, one block.)  Every other object a list holds has the key, which the
  * central tier checks when the list goes back. */
 static void drop_half_popped(struct ebb_tcache *tc) {
     for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {

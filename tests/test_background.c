@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -162,7 +163,10 @@ static void fork_child_of_threaded_parent_starts_single_threaded(void **st) {
 
 /* libc ends a process when its last thread ends (with exit(0), atexit handlers and
  * all); the release thread must not keep it alive.  A fork child gets one, then its only
- * program thread ends with pthread_exit: the child must end, with its atexit handler run. */
+ * program thread ends with pthread_exit: the child must end, with its atexit handler run.
+ * The child blocks SIGUSR1 from the start and has one pending for the process when it
+ * ends: the release thread, which runs libc's exit, must keep the program's mask (an
+ * empty one would take the signal, whose default action kills the process). */
 static int exit_pipe[2];
 static void say_exit(void) {
     if (write(exit_pipe[1], "x", 1) != 1) _exit(7);
@@ -177,10 +181,15 @@ again:
     if (pid == 0) {
         close(exit_pipe[0]);
         atexit(say_exit);
+        sigset_t usr1;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &usr1, NULL);
         pthread_t c;
         if (pthread_create(&c, NULL, spin, NULL)) _exit(4);
         pthread_join(c, NULL);
         if (threads_settle(base_threads + 1) != base_threads + 1) _exit(5); /* the release thread */
+        kill(getpid(), SIGUSR1); /* pending: every thread blocks it */
         pthread_exit(NULL);
     }
     close(exit_pipe[1]);
