@@ -175,6 +175,27 @@ static bool alone(void) {
     return strtol(p, NULL, 10) == 2;
 }
 
+/* The signal mask libc's exit would have run with, on the last program thread: the first
+ * thread's as it ended (its SigBlk in /proc, which a zombie keeps), else the mask of the
+ * thread that started the release thread.  The program's blocked signals stay blocked
+ * (one pending for the process, which its threads all blocked, does not kill it now). */
+static void take_program_mask(void) {
+    char buf[2048], path[64];
+    ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/status", ebbi_os_getpid());
+    const char *p = ebbi_read_file(path, buf, sizeof buf) ? strstr(buf, "\nSigBlk:") : NULL;
+    char *end;
+    unsigned long long bits = p ? strtoull(p + 9, &end, 16) : 0;
+    if (!p || end == p + 9) {
+        ebbi_os_thread_takes_signals();
+        return;
+    }
+    sigset_t m;
+    sigemptyset(&m);
+    for (int sig = 1; sig <= 64; sig++)
+        if (bits >> (sig - 1) & 1) sigaddset(&m, sig); /* libc refuses its own: no matter */
+    pthread_sigmask(SIG_SETMASK, &m, NULL);
+}
+
 /* The stats page has one writer at a time: whoever holds `releasing`.  The release
  * thread: a pass every RELEASE_MS/4 (at least 100 ms), and every 100 ms a look at whether
  * it is the last thread, which then ends (libc's exit(0) follows). */
@@ -186,10 +207,8 @@ static void *bg_main(void *arg) {
             for (uint64_t slept = 0, want = (uint64_t)(ms < 100 ? 100 : ms); slept < want; slept += 100) {
                 ebbi_os_sleep_ms(want - slept < 100 ? want - slept : 100);
                 if (alone()) {
-                    /* libc's exit(0) runs on this thread now (atexit handlers, destructors),
-                     * with the signal mask of the program thread that started it: a signal
-                     * the program keeps blocked stays blocked */
-                    ebbi_os_thread_takes_signals();
+                    /* libc's exit(0) runs on this thread now (atexit handlers, destructors) */
+                    take_program_mask();
                     return NULL;
                 }
             }

@@ -1042,8 +1042,9 @@ void ebbi_tc_fork_parent(void) { ebbi_unlock_raw(&tc_list_lock); }
  * with its object's key cleared but the list's head not yet moved past it.  The child
  * sees each other thread's stores as a prefix of those it executed, in its program
  * order, on arm64 too (a store to a page fork write-protected faults at the instruction,
- * and stores already done are complete before fork's TLB flush ends), so only the order
- * of the stores as compiled matters: the x86-64 assembly pops store the head first, but
+ * and stores already done are complete before fork's TLB flush ends; pages fork copies
+ * at once because a device is writing them are the exception), so only the order of the
+ * stores as compiled matters: the x86-64 assembly pops store the head first, but
  * the compiler may put the C pops' clearing of the key (pop_fast, pop_object) before
  * their head store, the two not aliasing.  That object was being handed out: it leaves
  * the list (its link, which the pop does not touch, still names the rest), and stays
@@ -1061,10 +1062,10 @@ static void drop_half_popped(struct ebb_tcache *tc) {
 /* In the child only the forking thread exists: the other threads' caches go back to the
  * central tier instead of being lost.  Those threads may have been in the middle of a
  * fast-path push or pop when the parent forked: every store keeps the chain from head
- * whole and ended (but for a pop's cleared key seen before its new head, which
- * drop_half_popped takes off), and room may be one off, so it is recounted from the
- * chain (an object caught between the stores of a push is not on the chain: it stays
- * lost).  The forking
+ * whole and ended (but for a key not yet stored, or cleared, while the head names its
+ * object: drop_half_popped takes that object off), and room may be one off, so it is
+ * recounted from the chain (an object caught before a push's head store is not on the
+ * chain: it stays lost).  The forking
  * thread's own record, parked or not, is known by its TLS slot.
  *
  * A slow path of another thread may also have been cut between the two stores of a
