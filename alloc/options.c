@@ -27,8 +27,8 @@ static const struct option_row rows[EBB_OPT_COUNT] = {
     [EBB_OPT_BACKGROUND] = {"BACKGROUND", 1, false, false},
     /* All thread caches together; 0: 2 MiB per CPU the process may use (the cgroup's CPU
      * quota, else its affinity mask), at least 4 MiB, shared by the threads with a cache,
-     * and never less than 128 KiB a thread: with hundreds of threads the total grows to
-     * 128 KiB each, up to 32 MiB (thread_cache.c; the value here changes then, under its
+     * and never less than 256 KiB a thread: with hundreds of threads the total grows to
+     * 256 KiB each, up to 64 MiB (thread_cache.c; the value here changes then, under its
      * list lock). */
     [EBB_OPT_THREAD_CACHE_MAX] = {"THREAD_CACHE_MAX", 0, true, false, true},
     [EBB_OPT_THREAD_CACHE_ONE] = {"THREAD_CACHE_ONE", 2 << 20, true, false, true},
