@@ -1011,6 +1011,7 @@ void ebbi_tc_free_small(void *p, unsigned cls) {
     room_add(tc, cls, -1);
     ((uint64_t *)p)[1] = ebbi_free_key;
     ebbi_set_next(p, tc->head[cls]);
+    atomic_signal_fence(memory_order_seq_cst); /* p's words before the head (fork child) */
     tc->head[cls] = p;
     struct ebb_tc_slow *sl = &tc->slow[cls];
     sl->active = 1;
@@ -1048,10 +1049,11 @@ void ebbi_tc_fork_parent(void) { ebbi_unlock_raw(&tc_list_lock); }
  * the compiler may put the C pops' clearing of the key (pop_fast, pop_object) before
  * their head store, the two not aliasing.  That object was being handed out: it leaves
  * the list (its link, which the pop does not touch, still names the rest), and stays
- * lost, as one caught inside a push.  (The slow path's push, ebbi_tc_free_small, may
- * likewise show its head before the object's key: that object is taken off too, and lost
- * in the child, one block.)  Every other object a list holds has the key, which the
- * central tier checks when the list goes back. */
+ * lost, as one caught inside a push.  Pushes, the fast paths' and the slow path's
+ * (ebbi_tc_free_small), store the object's key and link before the head, a signal fence
+ * keeping the compiler to that order: a head the child sees names an object whose link it
+ * can follow.  Every other object a list holds has the key, which the central tier checks
+ * when the list goes back. */
 static void drop_half_popped(struct ebb_tcache *tc) {
     for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
         uint64_t *p = tc->head[cls];
