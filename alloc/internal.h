@@ -684,6 +684,8 @@ struct ebb_page_heap_stats {
     size_t refault_pressed;            /* of those, released by the trade or the cap (and not trimmed) */
     size_t reuse_floor;                /* kept resident for refaults (page_heap.c), read now */
     uint64_t reuse_fed_ms;             /* when the reuse floor was last fed */
+    size_t grown_total;                /* mapped by grow(), ever */
+    size_t direct_total;               /* mapped for blocks of their own, ever */
     size_t small;                      /* SMALL spans handed to the central tier (ebbi_page_alloc_locked) */
     size_t large;                      /* LARGE spans handed out as blocks (ebbi_page_alloc) */
     /* of released: RELEASING spans, whose madvise may not be done (still resident for

@@ -406,6 +406,7 @@ static bool grow(size_t npages, size_t align_pages) {
         return false;
     }
     ebbi_ph_stats.mapped += size;
+    ebbi_ph_stats.grown_total += size;
     ebbi_os_heap_adopt(size);
     s->start = (uintptr_t)p;
     s->npages = size >> EBB_PAGE_SHIFT;
@@ -820,6 +821,7 @@ struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align) {
     ebbi_ph_stats.mapped += len;
     ebbi_ph_stats.mapped_count++;
     ebbi_ph_stats.mapped_direct += len;
+    ebbi_ph_stats.direct_total += len;
     ebbi_os_direct_count((int64_t)len); /* in use at once */
     size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
     if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
@@ -865,6 +867,7 @@ bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
     }
     ebbi_ph_stats.mapped += len - s->map_size;
     ebbi_ph_stats.mapped_direct += len - s->map_size;
+    if (len > s->map_size) ebbi_ph_stats.direct_total += len - s->map_size;
     s->start = (uintptr_t)q;
     s->npages = len >> EBB_PAGE_SHIFT;
     s->map_size = len;

@@ -248,17 +248,23 @@ void ebbi_shm_publish(void) {
         atomic_store(&shm_failed, 1);
         return;
     }
-    struct ebb_stats st;
-    ebb_stats(&st);
+    struct {
+        struct ebb_stats st;
+        struct ebb_flow flow;
+    } w;
+    ebb_stats(&w.st);
+    ebb_flow(&w.flow);
     /* The seqlock writer (see the top of the file). */
     uint64_t seq = __atomic_load_n(&shm_page->seq, __ATOMIC_RELAXED); /* the only writer */
     __atomic_store_n(&shm_page->seq, seq + 1, __ATOMIC_RELAXED);      /* odd: writing */
     atomic_thread_fence(memory_order_release);
     __atomic_store_n(&shm_page->updated_ms, ebbi_realtime_ms(), __ATOMIC_RELAXED);
-    _Static_assert(sizeof st % 8 == 0, "the stats are whole 64-bit words");
+    _Static_assert(sizeof w == sizeof(struct ebb_shm_page) - offsetof(struct ebb_shm_page, stats) &&
+                       sizeof w % 8 == 0,
+                   "the stats and the flow end the page, in whole 64-bit words");
     uint64_t *to = (uint64_t *)(void *)&shm_page->stats;
-    const uint64_t *from = (const uint64_t *)(const void *)&st;
-    for (size_t i = 0; i < sizeof st / 8; i++) __atomic_store_n(&to[i], from[i], __ATOMIC_RELAXED);
+    const uint64_t *from = (const uint64_t *)(const void *)&w;
+    for (size_t i = 0; i < sizeof w / 8; i++) __atomic_store_n(&to[i], from[i], __ATOMIC_RELAXED);
     __atomic_store_n(&shm_page->seq, seq + 2, __ATOMIC_RELEASE); /* even: done */
 }
 

@@ -141,6 +141,29 @@ EBB_EXPORT void ebb_stats(struct ebb_stats *st) {
     st->idle_caches_emptied = ebbi_tc_idle_emptied();
 }
 
+EBB_EXPORT void ebb_flow(struct ebb_flow *f) {
+    memset(f, 0, sizeof *f);
+    if (atomic_load(&ebbi_init_state) != 2) return;
+    struct ebb_page_heap_stats ph;
+    ebbi_page_heap_stats(&ph);
+    f->grown = ph.grown_total;
+    f->direct = ph.direct_total;
+    f->released_timer = ph.released_by[EBB_WHY_TIMER];
+    f->released_cap = ph.released_by[EBB_WHY_CAP];
+    f->released_trade = ph.released_by[EBB_WHY_TRADE];
+    f->released_trim = ph.released_by[EBB_WHY_TRIM];
+    f->released_soft = ph.released_by[EBB_WHY_SOFT];
+    f->faulted = ph.faulted_bytes;
+    f->refaulted = ph.refault_bytes;
+    for (unsigned c = 1; c < EBB_NCLASS; c++) {
+        struct ebb_central *ce = &ebbi_central[c];
+        ebbi_lock(&ce->lock);
+        f->released_live += ce->pages_out;
+        f->live_back += ce->pages_back;
+        ebbi_unlock(&ce->lock);
+    }
+}
+
 /* The counters the identity does not see, each against another counted elsewhere.  Exact
  * only while no other thread allocates, frees or releases (the background thread too). */
 const char *ebbi_stats_verify(void) {

@@ -76,6 +76,32 @@ struct ebb_stats {
 /* Fill *st with a snapshot (see above for how consistent).  Never allocates. */
 void ebb_stats(struct ebb_stats *st);
 
+/* What has moved between ebbmalloc and the kernel since the process started, in bytes:
+ * which rule gave memory back, and how much of what was asked for later was taken from
+ * memory given back (so the kernel faulted it in again).  Two readings a while apart
+ * tell where RSS that grows back during a load comes from: of faulted, at least
+ * faulted - grown was memory given back before (grown is new address space, which also
+ * starts in the released set); refaulted is memory that was not idle after all (given
+ * back less than EBB_RELEASE_MS before it was taken again).  Counters only grow; each is read under
+ * the lock it is kept under, so each is exact and the set is not one instant.  Never
+ * allocates. */
+struct ebb_flow {
+    uint64_t grown;          /* address space mapped for the page heap */
+    uint64_t direct;         /* mapped for blocks with a mapping of their own */
+    uint64_t released_timer; /* free spans idle for EBB_RELEASE_MS, given back */
+    uint64_t released_cap;   /* free resident pages above the cap (EBB_FREE_RATIO) */
+    uint64_t released_trade; /* given back while a request faulted pages in */
+    uint64_t released_trim;  /* by malloc_trim */
+    uint64_t released_soft;  /* by the soft limit (EBB_SOFT_LIMIT) */
+    uint64_t released_live;  /* free pages inside live small-object spans */
+    uint64_t faulted;        /* handed out from the released set: pages given back and new
+                              * address space alike, which the kernel faults in when written */
+    uint64_t refaulted;      /* of faulted: given back less than EBB_RELEASE_MS before (a
+                              * lower bound: the last 64 releases are remembered) */
+    uint64_t live_back;      /* pages of live spans taken back for their blocks */
+};
+void ebb_flow(struct ebb_flow *f);
+
 /* The live stats page a process publishes (EBB_STATS_SHM=1, the default) so that
  * ebb-inspect can read it without stopping the process.  It is the file
  * /dev/shm/ebbmalloc.<ns>.<pid>, one page, kept mapped MAP_SHARED by the process (so it
@@ -88,7 +114,7 @@ void ebb_stats(struct ebb_stats *st);
  * EBB_SHM_LOCKED in flags, the process holds flock(LOCK_SH) on the file for as long as
  * it maps it: whoever obtains LOCK_EX knows the process is gone. */
 #define EBB_SHM_MAGIC 0x3170616d73626265ull /* "ebbsmap1" little-endian */
-#define EBB_SHM_VERSION 1
+#define EBB_SHM_VERSION 2                   /* 2: the flow counters after the stats; 1 ended at stats */
 #define EBB_SHM_LOCKED 1u
 struct ebb_shm_page {
     uint64_t magic;
@@ -100,6 +126,7 @@ struct ebb_shm_page {
     uint64_t seq;
     uint64_t updated_ms; /* CLOCK_REALTIME of the last update, in milliseconds */
     struct ebb_stats stats;
+    struct ebb_flow flow; /* version 2 on */
 };
 
 /* The heap profile (EBB_PROF=1, the default): a sample of the allocations, one every

@@ -393,12 +393,45 @@ static void test_stats_page_ok(void **state) {
     assert_int_equal((uint64_t)json_num(j, "ebbmalloc.released_bytes"), 8 << 20);
     assert_int_equal((uint64_t)json_num(j, "ebbmalloc.threads"), 3);
     assert_true(json_num(j, "ebbmalloc.age_ms") < 60000);
+    assert_int_equal((uint64_t)json_num(j, "ebbmalloc.flow.grown_bytes"), 40 << 20);
+    assert_int_equal((uint64_t)json_num(j, "ebbmalloc.flow.released_timer_bytes"), 4 << 20);
+    assert_int_equal((uint64_t)json_num(j, "ebbmalloc.flow.released_live_bytes"), 2 << 20);
+    assert_int_equal((uint64_t)json_num(j, "ebbmalloc.flow.faulted_bytes"), 30 << 20);
+    assert_int_equal((uint64_t)json_num(j, "ebbmalloc.flow.refaulted_bytes"), 3 << 20);
     json_free(j);
     char p[16], *out, *err;
     snprintf(p, sizeof(p), "%d", (int)c.pid);
     assert_int_equal(inspect_cli(&out, &err, false, p, NULL), 0);
     assert_non_null(strstr(out, "ebbmalloc (live stats page /dev/shm/ebbmalloc."));
     assert_non_null(strstr(out, "in use          3.00 MiB"));
+    /* the flow counters, added up and labelled by rule */
+    assert_non_null(strstr(out, "since start: given back 9.00 MiB (idle 4.00 MiB, over the cap 2.00 MiB, "
+                                "traded for growth 1.00 MiB, free pages of live spans 2.00 MiB)"));
+    assert_non_null(strstr(out, "new heap address space 40.0 MiB, pages of live spans taken back 1.00 MiB, "
+                                "and 30.0 MiB handed out from free released spans"));
+    assert_non_null(strstr(out, "at least 3.00 MiB less than the release delay before"));
+    free(out);
+    free(err);
+    child_stop(&c);
+}
+
+/* An older library's page (version 1, no flow counters) is read, its flow shown as
+ * unknown rather than as whatever lies past its end. */
+static void test_stats_page_v1(void **state) {
+    (void)state;
+    struct child c;
+    struct jval *j = fake_page("v1", &c);
+    assert_string_equal(json_str(j, "ebbmalloc.stats_page"), "ok");
+    assert_int_equal((uint64_t)json_num(j, "ebbmalloc.in_use_bytes"), 3 << 20);
+    const struct jval *flow = json_at(j, "ebbmalloc.flow");
+    assert_non_null(flow);
+    assert_int_equal(flow->t, J_NULL);
+    json_free(j);
+    char p[16], *out, *err;
+    snprintf(p, sizeof(p), "%d", (int)c.pid);
+    assert_int_equal(inspect_cli(&out, &err, false, p, NULL), 0);
+    assert_non_null(strstr(out, "in use          3.00 MiB"));
+    assert_null(strstr(out, "since start: given back"));
     free(out);
     free(err);
     child_stop(&c);
@@ -482,6 +515,14 @@ static void test_page_check(void **state) {
     pg.version++;
     assert_non_null(shm_page_check(&pg, 42, 1000));
     pg.version--;
+    /* version 1: the same page ending before the flow counters */
+    pg.version = 1;
+    assert_non_null(shm_page_check(&pg, 42, 1000));
+    pg.size = offsetof(struct ebb_shm_page, flow);
+    assert_null(shm_page_check(&pg, 42, 1000));
+    pg.version = EBB_SHM_VERSION;
+    assert_non_null(shm_page_check(&pg, 42, 1000));
+    pg.size = sizeof(pg);
     pg.stats.mapped++;
     assert_non_null(shm_page_check(&pg, 42, 1000));
 }
@@ -698,6 +739,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_exited, children_teardown),
         cmocka_unit_test_teardown(test_watch, children_teardown),
         cmocka_unit_test_teardown(test_stats_page_ok, children_teardown),
+        cmocka_unit_test_teardown(test_stats_page_v1, children_teardown),
         cmocka_unit_test_teardown(test_stats_page_busy, children_teardown),
         cmocka_unit_test_teardown(test_stats_page_refused, children_teardown),
         cmocka_unit_test_teardown(test_stats_page_replaced, children_teardown),

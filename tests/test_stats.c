@@ -195,6 +195,79 @@ static void pinned_pages_out_and_back(void **st) {
     check_exact("all freed");
 }
 
+/* ebb_flow: every release is counted under the rule that made it, and every way back
+ * (new address space, released spans handed out, refaults, pages of live spans taken
+ * back) where it happens. */
+#define FLOW_D(a, b, f) ((size_t)((b).f - (a).f))
+static size_t flow_given(const struct ebb_flow *f) {
+    return f->released_timer + f->released_cap + f->released_trade + f->released_trim + f->released_soft;
+}
+static void flow_counts(void **st) {
+    (void)st;
+    start(); /* trimmed: every free span of the page heap is released */
+    struct ebb_flow f0, f1, f2, f3, f4, f5;
+    struct ebb_stats s0, s2;
+    struct ebb_page_heap_stats ph0;
+    ebbi_page_heap_stats(&ph0);
+    ebb_flow(&f0);
+    ebb_stats(&s0);
+    /* 24 blocks of 1 MiB: every page of them comes from the released set, from memory
+     * given back or from new address space */
+    for (int i = 0; i < 24; i++) take(MiB);
+    ebb_flow(&f1);
+    assert_true(FLOW_D(f0, f1, faulted) >= 24 * MiB);
+    size_t could_reuse = ph0.released + ph0.free_res;
+    assert_true(FLOW_D(f0, f1, grown) + could_reuse >= 24 * MiB);
+    assert_int_equal(flow_given(&f1), flow_given(&f0)); /* no room was short */
+    /* freed and trimmed: given back by malloc_trim, and released_total says the same */
+    drop_all();
+    ebb_malloc_trim(0);
+    ebb_flow(&f2);
+    ebb_stats(&s2);
+    assert_true(FLOW_D(f1, f2, released_trim) >= 24 * MiB);
+    assert_int_equal(flow_given(&f2) - flow_given(&f0), s2.released_total - s0.released_total);
+    assert_int_equal(FLOW_D(f1, f2, released_timer) + FLOW_D(f1, f2, released_cap), 0);
+    /* taken again at once: refaults, memory that was not idle after all */
+    for (int i = 0; i < 24; i++) take(MiB);
+    ebb_flow(&f3);
+    assert_true(FLOW_D(f2, f3, faulted) >= 24 * MiB);
+    assert_true(FLOW_D(f2, f3, refaulted) >= 24 * MiB);
+    assert_true(FLOW_D(f2, f3, refaulted) <= FLOW_D(f2, f3, faulted));
+    assert_int_equal(FLOW_D(f2, f3, grown), 0);
+    /* freed beyond the free-page cap (64 MiB, and 1/8 of what is in use): the cap gives
+     * back what is above it as the frees come */
+    for (int i = 0; i < 96; i++) take(MiB);
+    drop_all();
+    ebb_flow(&f4);
+    assert_true(FLOW_D(f3, f4, released_cap) >= (120 - 80) * MiB);
+    /* pages of live spans: spans of 256-byte blocks each kept by one block */
+    ebb_malloc_trim(0);
+    for (int i = 0; i < 8000; i++) take(256);
+    ebbi_tc_flush_self();
+    for (size_t i = 0; i < nblk; i++)
+        if (i % 512) {
+            ebb_free(blk[i]);
+            blk[i] = NULL;
+        }
+    ebbi_tc_flush_self();
+    size_t out0 = 0, out1 = 0, back0 = 0, back1 = 0;
+    for (unsigned c = 1; c < EBB_NCLASS; c++) out0 += ebbi_central[c].pages_out;
+    ebb_flow(&f4);
+    ebb_malloc_trim(0);
+    ebb_flow(&f5);
+    for (unsigned c = 1; c < EBB_NCLASS; c++) out1 += ebbi_central[c].pages_out;
+    assert_true(out1 > out0);
+    assert_int_equal(FLOW_D(f4, f5, released_live), out1 - out0);
+    for (unsigned c = 1; c < EBB_NCLASS; c++) back0 += ebbi_central[c].pages_back;
+    for (int i = 0; i < 4000; i++) take(256);
+    ebb_flow(&f4);
+    for (unsigned c = 1; c < EBB_NCLASS; c++) back1 += ebbi_central[c].pages_back;
+    assert_true(back1 > back0);
+    assert_int_equal(FLOW_D(f5, f4, live_back), back1 - back0);
+    drop_all();
+    check_exact("after the flow");
+}
+
 /* A release the kernel refuses: the memory stays resident, and both sides say so. */
 static int refuse(void *p, size_t n) {
     (void)p, (void)n;
@@ -379,7 +452,7 @@ int main(void) {
         cmocka_unit_test(every_kind_of_step),    cmocka_unit_test(pinned_pages_out_and_back),
         cmocka_unit_test(refused_release),       cmocka_unit_test(kernel_agrees),
         cmocka_unit_test(racy_within_tolerance), cmocka_unit_test(counts_beyond_16_tib),
-        cmocka_unit_test(static_state_counted),
+        cmocka_unit_test(static_state_counted),  cmocka_unit_test(flow_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,18 @@ static void fill(struct ebb_shm_page *pg, uint64_t k) {
     s->threads = 3;
     s->release_calls = 7;
     s->released_total = 9u << 20;
+    /* the flow: 9 MiB given back (4 idle, 2 over the cap, 1 traded, 2 of live spans),
+     * 40 MiB of heap grown, 30 taken from released spans (3 refaults), 1 brought back */
+    struct ebb_flow *w = &pg->flow;
+    w->grown = 40u << 20;
+    w->direct = 5u << 20;
+    w->released_timer = 4u << 20;
+    w->released_cap = 2u << 20;
+    w->released_trade = 1u << 20;
+    w->released_live = 2u << 20;
+    w->faulted = 30u << 20;
+    w->refaulted = 3u << 20;
+    w->live_back = 1u << 20;
     pg->updated_ms = fake_now_ms();
 }
 
@@ -117,6 +130,10 @@ int main(int argc, char **argv) {
         other->stats.in_use = 0; /* inconsistent: must never be the one read */
         munmap(other, 4096);
         close(fd2);
+    } else if (!strcmp(mode, "v1")) { /* an older library's page: no flow counters */
+        memset(&pg->flow, 0xee, sizeof pg->flow);
+        pg->version = 1;
+        pg->size = offsetof(struct ebb_shm_page, flow);
     } else if (!strcmp(mode, "busy")) {
         pthread_t t;
         pthread_create(&t, NULL, writer, pg);

@@ -130,6 +130,7 @@ struct shm_result {
     char reason[256]; /* why it was refused, or where it was read from */
     struct ebb_shm_page page;
     int64_t age_ms; /* now - updated_ms */
+    bool has_flow;  /* a version 2 page: page.flow holds the library's counters */
 };
 
 struct heap_profile;

@@ -204,6 +204,36 @@ static void region_line(FILE *f, const char *name, const struct jvm_region *r) {
     fprintf(f, "              recognised as %s%s\n", r->how, r->confirmed ? "" : " (a guess)");
 }
 
+/* The flow counters (struct ebb_flow), since start, or since base when base is given:
+ * what went back to the kernel by which rule, and what came back from it. */
+static void flow_lines(FILE *f, const struct ebb_flow *x, const struct ebb_flow *base) {
+    static const struct ebb_flow zero;
+    const struct ebb_flow *b0 = base ? base : &zero;
+    char a[32], b[32], c[32], d[32], e[32], g[32];
+#define FD(field) ((uint64_t)(x->field - b0->field))
+    uint64_t given = FD(released_timer) + FD(released_cap) + FD(released_trade) + FD(released_trim) +
+                     FD(released_soft) + FD(released_live);
+    fprintf(
+        f, "  %s: given back %s (idle %s, over the cap %s, traded for growth %s, free pages of live spans %s",
+        base ? "since the first sample" : "since start", fmt_bytes(a, sizeof(a), given),
+        fmt_bytes(b, sizeof(b), FD(released_timer)), fmt_bytes(c, sizeof(c), FD(released_cap)),
+        fmt_bytes(d, sizeof(d), FD(released_trade)), fmt_bytes(e, sizeof(e), FD(released_live)));
+    if (FD(released_trim) || FD(released_soft))
+        fprintf(f, ", malloc_trim %s, soft limit %s", fmt_bytes(a, sizeof(a), FD(released_trim)),
+                fmt_bytes(b, sizeof(b), FD(released_soft)));
+    fprintf(f, ")\n");
+    uint64_t again = FD(faulted) > FD(grown) ? FD(faulted) - FD(grown) : 0;
+    fprintf(f,
+            "  %s  faulted in: new heap address space %s, pages of live spans taken back %s, and %s "
+            "handed out from free released spans (at least %s of it given back before, at least %s "
+            "less than the release delay before: not idle after all); mapped for big blocks %s\n",
+            base ? "                      " : "           ", fmt_bytes(a, sizeof(a), FD(grown)),
+            fmt_bytes(b, sizeof(b), FD(live_back)), fmt_bytes(c, sizeof(c), FD(faulted)),
+            fmt_bytes(d, sizeof(d), again), fmt_bytes(e, sizeof(e), FD(refaulted)),
+            fmt_bytes(g, sizeof(g), FD(direct)));
+#undef FD
+}
+
 void report_text(FILE *f, const struct inspection *in) {
     char a[32], b[32], c[32], d[32], e[32], g[32];
     const struct proc *p = &in->proc;
@@ -281,6 +311,7 @@ void report_text(FILE *f, const struct inspection *in) {
                 fmt_bytes(a, sizeof(a), s->released), fmt_bytes(b, sizeof(b), s->released_total),
                 s->release_calls);
         fprintf(f, "  = mapped      %10s\n", fmt_bytes(a, sizeof(a), s->mapped));
+        if (in->stats.has_flow) flow_lines(f, &in->stats.page.flow, NULL);
         if (s->cgroup_limit || s->soft_limit)
             fprintf(f, "  cgroup limit seen %s, soft limit %s\n",
                     s->cgroup_limit ? fmt_bytes(a, sizeof(a), s->cgroup_limit) : "none",
@@ -415,6 +446,21 @@ static void json_ebbmalloc(FILE *f, const struct inspection *in) {
                     in->stats.age_ms, s->in_use, s->thread_cache, s->central, s->page_free, s->released,
                     s->metadata, s->resident, s->mapped, s->peak_in_use, s->threads, s->release_calls,
                     s->released_total, s->cgroup_limit, s->soft_limit);
+            if (in->stats.has_flow) {
+                const struct ebb_flow *w = &in->stats.page.flow;
+                fprintf(f,
+                        ",\"flow\":{\"grown_bytes\":%" PRIu64 ",\"direct_bytes\":%" PRIu64
+                        ",\"released_timer_bytes\":%" PRIu64 ",\"released_cap_bytes\":%" PRIu64
+                        ",\"released_trade_bytes\":%" PRIu64 ",\"released_trim_bytes\":%" PRIu64
+                        ",\"released_soft_bytes\":%" PRIu64 ",\"released_live_bytes\":%" PRIu64
+                        ",\"faulted_bytes\":%" PRIu64 ",\"refaulted_bytes\":%" PRIu64
+                        ",\"live_back_bytes\":%" PRIu64 "}",
+                        w->grown, w->direct, w->released_timer, w->released_cap, w->released_trade,
+                        w->released_trim, w->released_soft, w->released_live, w->faulted, w->refaulted,
+                        w->live_back);
+            } else {
+                fputs(",\"flow\":null", f);
+            }
         }
         fputc('}', f);
     }
@@ -527,5 +573,7 @@ void report_growth(FILE *f, const struct inspection *in, const struct inspection
                 fmt_delta(b, sizeof(b), (int64_t)(s->in_use - s0->in_use)));
         fprintf(f, ", resident %s (%s)\n", fmt_bytes(a, sizeof(a), s->resident),
                 fmt_delta(b, sizeof(b), (int64_t)(s->resident - s0->resident)));
+        if (in->stats.has_flow && base->stats.has_flow)
+            flow_lines(f, &in->stats.page.flow, &base->stats.page.flow);
     }
 }

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,8 +68,11 @@ static bool page_name_matches(const char *path, uint64_t ns, pid_t nspid) {
 
 const char *shm_page_check(const struct ebb_shm_page *pg, pid_t nspid, uint64_t start_time) {
     if (pg->magic != EBB_SHM_MAGIC) return "wrong magic: not an ebbmalloc stats page";
-    if (pg->version != EBB_SHM_VERSION) return "unknown page version (ebb-inspect and the library differ)";
-    if (pg->size != sizeof(*pg)) return "page size field does not match this version's layout";
+    /* Version 1 (an older library) is the same page without the flow counters. */
+    if (pg->version != EBB_SHM_VERSION && pg->version != 1)
+        return "unknown page version (ebb-inspect and the library differ)";
+    if (pg->size != (pg->version == 1 ? offsetof(struct ebb_shm_page, flow) : sizeof(*pg)))
+        return "page size field does not match this version's layout";
     if (pg->pid != nspid) return "page names another pid: foreign or copied page";
     if (pg->start_time != start_time)
         return "start_time differs from the process's: page left by an earlier process";
@@ -216,6 +220,8 @@ void shm_stats_read(struct inspection *in) {
     clock_gettime(CLOCK_REALTIME, &now);
     r->age_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - (int64_t)r->page.updated_ms;
     r->state = STATS_OK;
+    r->has_flow = r->page.version >= 2;
+    if (!r->has_flow) memset(&r->page.flow, 0, sizeof(r->page.flow));
     snprintf(r->reason, sizeof(r->reason), "%s%s", v->path,
              via_map_files ? " (read through /proc/PID/map_files: the name was replaced)" : "");
 }
