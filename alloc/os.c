@@ -390,8 +390,8 @@ int ebbi_os_pthread_create(void *thread, const void *attr, void *(*fn)(void *), 
  * new thread after it (which orders the two). */
 static sigset_t start_mask;
 
-/* A detached thread with a small stack that takes no signals meant for the program's
- * threads.  False if it could not be created. */
+/* A detached thread that takes no signals meant for the program's threads.  False if it
+ * could not be created. */
 bool ebbi_os_start_thread(void *(*fn)(void *), const char *name) {
     thread_create_fn create = __atomic_load_n(&libc_create, __ATOMIC_ACQUIRE);
     if (!create) return false;
@@ -401,9 +401,11 @@ bool ebbi_os_start_thread(void *(*fn)(void *), const char *name) {
     sigset_t all, old;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    /* 256 KiB of address space (a few pages resident): the release thread may end up
-     * running libc's exit(0), atexit handlers and destructors included (release.c) */
-    pthread_attr_setstacksize(&at, 256 << 10);
+    /* libc's default stack, as the program's threads get (address space: only the pages
+     * touched are resident): the release thread may end up running libc's exit(0), the
+     * program's atexit handlers and static destructors included (release.c), which under
+     * libc's own malloc run on the last program thread's stack.  256 KiB, as it was,
+     * overflowed on a destructor that recursed through a long list. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     start_mask = old;
@@ -434,6 +436,13 @@ unsigned ebbi_os_cpus_allowed(void) {
 EBB_TLS struct ebb_held_locks ebbi_held;
 
 void ebbi_lock_slow(ebb_lock_t *l) {
+    /* Held by this very thread: it would wait for ever.  Only a signal handler that
+     * called the allocator while it was inside it gets here (nothing in ebbmalloc takes
+     * a lock twice), which is not async-signal-safe: named, not hung. */
+    if (ebbi_lock_held_here(l))
+        ebbi_fatal("an allocator call from a signal handler that interrupted one on the same thread "
+                   "(malloc and free are not async-signal-safe): it would wait for ever for a lock "
+                   "its own thread holds");
     for (int i = 0; i < 100; i++) {
         ebbi_cpu_relax();
         int z = 0;
@@ -801,6 +810,7 @@ int ebbi_os_fallocate(int fd, size_t off, size_t len) {
     int saved = errno;
     long r;
     while ((r = syscall(SYS_fallocate, fd, 0, (off_t)off, (off_t)len)) < 0 && errno == EINTR) {}
+    if (r) last_error = errno;
     errno = saved;
     return r ? -1 : 0;
 }

@@ -156,23 +156,70 @@ static void bg_pass(void) {
  * first thread, if it ended with pthread_exit, stays a zombie until the whole group does).
  * libc ends the process when its last thread ends, with exit(0) from that thread; the
  * release thread must not keep it alive (nor, blocking every signal, keep a SIGTERM from
- * ending it).  /proc/self/stat's thread count, then the first thread's state. */
-static bool alone(void) {
+ * ending it).  /proc/self/stat's thread count, then the first thread's state.  The
+ * kernel's count also holds the kernel's own workers in the process, which libc's count
+ * does not and which end only with it: io_uring's submission-poll thread and io-wq
+ * workers (PF_IO_WORKER), vhost's (PF_USER_WORKER).  With more than two threads the
+ * tasks are looked at one by one: alone when every one but this thread and the zombie
+ * first thread is such a worker. */
+#define PF_IO_WORKER 0x10
+#define PF_USER_WORKER 0x4000
+
+struct others {
+    int self, first;
+    bool program; /* a task that is neither: a program thread */
+    long seen;    /* tasks read, these two included */
+};
+
+static bool look_at_task(int dirfd, const char *name, void *arg) {
+    (void)dirfd;
+    struct others *o = arg;
+    if (name[0] < '0' || name[0] > '9') return true;
+    int tid = (int)strtol(name, NULL, 10);
+    if (tid == o->self || tid == o->first) {
+        o->seen++;
+        return true;
+    }
+    char path[64], buf[512];
+    const char *p;
+    ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    /* gone meanwhile: not a thread any more */
+    if (!ebbi_read_file(path, buf, sizeof buf)) return true;
+    o->seen++;
+    if (!(p = ebbi_stat_field(buf, 9))) o->program = true; /* unreadable: counted as one */
+    else if (!(strtoul(p, NULL, 10) & (PF_IO_WORKER | PF_USER_WORKER))) o->program = true;
+    return !o->program;
+}
+
+static long thread_count(void) {
     char buf[512];
     const char *p;
-    if (!ebbi_read_file("/proc/self/stat", buf, sizeof buf) || !(p = ebbi_stat_field(buf, 20)))
-        return false; /* num_threads */
-    long n = strtol(p, NULL, 10);
+    if (!ebbi_read_file("/proc/self/stat", buf, sizeof buf) || !(p = ebbi_stat_field(buf, 20))) return -1;
+    return strtol(p, NULL, 10); /* num_threads */
+}
+
+static bool alone(void) {
+    long n = thread_count();
     if (n == 1) return true;
-    if (n != 2) return false;
-    char path[64];
+    if (n < 2) return false;
+    char path[64], buf[512];
+    const char *p;
     ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/stat", ebbi_os_getpid());
     if (!ebbi_read_file(path, buf, sizeof buf) || !(p = ebbi_stat_field(buf, 3))) return false; /* state */
     if (*p != 'Z' && *p != 'X') return false;
-    /* The count again: the first thread may have started another before it ended, after
-     * the first read.  A zombie starts nothing, so two now is two for good. */
-    if (!ebbi_read_file("/proc/self/stat", buf, sizeof buf) || !(p = ebbi_stat_field(buf, 20))) return false;
-    return strtol(p, NULL, 10) == 2;
+    if (n == 2) {
+        /* The count again: the first thread may have started another before it ended,
+         * after the first read.  A zombie starts nothing, so two now is two for good. */
+        return thread_count() == 2;
+    }
+    /* Nor do the kernel's workers start program threads: with the first thread a
+     * zombie, a program thread not seen would have been started by one that ended
+     * during the walk, after it started the other and before it was read.  So the
+     * walk must also have read as many tasks as the count said before and says after
+     * (a worker that ended meanwhile only puts the answer off to the next look). */
+    struct others o = {ebbi_os_gettid(), ebbi_os_getpid(), false, 0};
+    if (ebbi_os_dir_each("/proc/self/task", look_at_task, &o) != 0) return false;
+    return !o.program && o.seen == n && thread_count() == n;
 }
 
 /* The signal mask libc's exit would have run with, on the last program thread: the first
@@ -305,7 +352,11 @@ void ebbi_check_soft_limit_locked(void) {
  * it stays so, and its fork is async-signal-safe), so its release thread starts where a
  * program's does, once it is multi-threaded (see the top of this file).  skipped: the
  * fork came from a signal handler that interrupted ebbmalloc, and only what no
- * interrupted frame uses is touched (`releasing` may be this thread's). */
+ * interrupted frame uses is touched (`releasing` may be this thread's).  A pass another
+ * thread had under way then keeps `releasing` set in the child, which never releases
+ * again: that other thread may have held locks or spans the child cannot know of, and a
+ * pass there could wait for them for ever (the child may only call async-signal-safe
+ * functions anyway). */
 void ebbi_release_fork_child(bool skipped) {
     atomic_store(&bg_started, 0);
 #if !EBB_OVERRIDE

@@ -209,9 +209,16 @@ static bool shm_create(void) {
     size_t kp = ebbi_os_page_size(), size = (sizeof(struct ebb_shm_page) + kp - 1) & ~(kp - 1);
     void *p = NULL;
     const char *failed = "cannot size";
+    /* Backed before it is mapped: on a full tmpfs (a container's small /dev/shm) the
+     * first store into a page ftruncate only promised would raise SIGBUS, which on the
+     * release thread (every signal blocked) kills the process.  A page that cannot be
+     * backed is refused like one that cannot be created. */
     if (ebbi_os_ftruncate(fd, size) == 0) {
-        failed = "cannot map";
-        p = ebbi_os_map_shared(fd, size);
+        failed = "cannot back";
+        if (ebbi_os_fallocate(fd, 0, size) == 0) {
+            failed = "cannot map";
+            p = ebbi_os_map_shared(fd, size);
+        }
     }
     err = ebbi_os_error();
     ebbi_os_close(fd);

@@ -617,10 +617,25 @@ struct kept {
 };
 
 /* The links step 4 follows may be being written by an owner that is about to fail
- * step 5: only their alignment is checked here (a bad one aborts the drain), corruption
- * is reported once the proofs hold. */
+ * step 5 (it was resumed after step 3, popped the head and handed it to the program,
+ * which wrote over its link): so a link is followed only to an object inside a
+ * small-object span of the list's class, whose memory is always mapped (the page heap
+ * never unmaps its chunks; blocks with mappings of their own are never small), and
+ * anything else aborts the drain, as a failed proof does.  Corruption is reported once
+ * the proofs hold.  The span record is read without a lock, as the page map's slot is:
+ * a record reused meanwhile for another span covers other addresses, and one for this
+ * address is a small span of the class or fails the test. */
 static void *peek_next(void *o) { return (void *)(*(volatile uintptr_t *)o ^ ebbi_link_secret); }
 static bool aligned(const void *o) { return !((uintptr_t)o & (EBB_MIN_ALIGN - 1)); }
+static bool plausible(unsigned cls, const void *o) {
+    uintptr_t a = (uintptr_t)o;
+    if (a & ebbi_link_tagmask) return false; /* misaligned, or beyond the address bits */
+    const struct ebb_span *s = ebbi_pm_span_acquire(a);
+    if (!s) return false;
+    const volatile struct ebb_span *v = s;
+    return v->state == SPAN_SMALL && v->cls == cls && a >= ebbi_span_blocks(s) &&
+           a < (uintptr_t)ebbi_span_end(s);
+}
 
 #if EBB_TSAN
 void AnnotateIgnoreReadsBegin(const char *file, int line);
@@ -643,10 +658,11 @@ static bool snapshot(struct ebb_tcache *tc, struct kept *k) {
         k[cls].n = 0;
         k[cls].second = NULL;
         if (h == EBB_TC_END) continue;
+        if (!(ok = plausible(cls, h))) break;
         void *second = peek_next(h);
         k[cls].n = 1;
-        if (!(ok = aligned(second))) break;
         if (second == EBB_TC_END) continue;
+        if (!(ok = plausible(cls, second))) break;
         k[cls].n = 2;
         k[cls].second = second;
         k[cls].rest = peek_next(second);

@@ -7,7 +7,9 @@
  * run in this order, the single-threaded one first.  The polls read /proc with plain
  * system calls: stdio would allocate. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/io_uring.h>
 #include <pthread.h>
 #include <signal.h>
 #include <setjmp.h>
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -162,18 +165,37 @@ static void fork_child_of_threaded_parent_starts_single_threaded(void **st) {
 }
 
 /* libc ends a process when its last thread ends (with exit(0), atexit handlers and
- * all); the release thread must not keep it alive.  A fork child gets one, then its only
+ * all, on that thread's stack); the release thread must not keep it alive.  A fork child gets one, then its only
  * program thread ends with pthread_exit: the child must end, with its atexit handler run.
  * The child blocks SIGUSR1 from the start and has one pending for the process when it
  * ends: the release thread, which runs libc's exit, must keep the program's mask (an
  * empty one would take the signal, whose default action kills the process). */
 static int exit_pipe[2];
+/* About 1 MiB of stack, as a destructor walking a long list recursively takes: libc's exit
+ * must run on a stack like a program thread's, not a small one of ebbmalloc's. */
+static __attribute__((noinline)) unsigned deep(unsigned n) {
+    volatile char frame[1024];
+    frame[0] = (char)n;
+    frame[1023] = (char)(n >> 8);
+    return n ? deep(n - 1) + (unsigned char)frame[0] + (unsigned char)frame[1023] : 0;
+}
 static void say_exit(void) {
+    if (deep(1024) == 0) _exit(8);
     if (write(exit_pipe[1], "x", 1) != 1) _exit(7);
 }
 
-static void process_ends_when_its_last_thread_does(void **st) {
-    (void)st;
+/* An io_uring with a submission-poll thread: a kernel worker in the process, counted in
+ * /proc/self/stat's threads (not in libc's), that ends only with the process.  -1 if the
+ * kernel has no io_uring (the child then says so with its exit status). */
+static int ring_with_poll_thread(void) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = IORING_SETUP_SQPOLL;
+    p.sq_thread_idle = 60000;
+    return (int)syscall(__NR_io_uring_setup, 4, &p);
+}
+
+static void last_thread_ends(bool with_ring) {
 again:
     assert_int_equal(pipe(exit_pipe), 0);
     pid_t pid = fork();
@@ -186,9 +208,15 @@ again:
         sigaddset(&usr1, SIGUSR1);
         pthread_sigmask(SIG_BLOCK, &usr1, NULL);
         pthread_t c;
+        int workers = 0;
+        if (with_ring) {
+            if (ring_with_poll_thread() < 0) _exit(errno == ENOSYS ? 10 : 11);
+            workers = 1;
+        }
         if (pthread_create(&c, NULL, spin, NULL)) _exit(4);
         pthread_join(c, NULL);
-        if (threads_settle(base_threads + 1) != base_threads + 1) _exit(5); /* the release thread */
+        /* the release thread (and the ring's poll thread) */
+        if (threads_settle(base_threads + 1 + workers) != base_threads + 1 + workers) _exit(5);
         kill(getpid(), SIGUSR1); /* pending: every thread blocks it */
         pthread_exit(NULL);
     }
@@ -199,9 +227,24 @@ again:
     close(exit_pipe[0]);
     if (ebb_emulator_retry(rc)) goto again;
     if (rc == EBB_CHILD_HUNG) fail_msg("the child's last program thread ended, the child did not");
+    if (rc == 10 || rc == 11)
+        fail_msg("io_uring_setup failed in the child (%s)", rc == 10 ? "ENOSYS" : "refused");
     assert_int_equal(rc, 0);
     assert_int_equal(got, 1);
     assert_int_equal(c, 'x');
+}
+
+static void process_ends_when_its_last_thread_does(void **st) {
+    (void)st;
+    last_thread_ends(false);
+}
+
+/* The same with a kernel worker in the process (io_uring's poll thread): libc ends the
+ * process at its last thread whatever the kernel's own threads, and so must the
+ * release thread let it. */
+static void process_ends_beside_kernel_workers(void **st) {
+    (void)st;
+    last_thread_ends(true);
 }
 
 static void background_off_means_no_thread(void **st) {
@@ -233,6 +276,7 @@ int main(void) {
         cmocka_unit_test(threaded_process_releases_when_idle),
         cmocka_unit_test(fork_child_of_threaded_parent_starts_single_threaded),
         cmocka_unit_test(process_ends_when_its_last_thread_does),
+        cmocka_unit_test(process_ends_beside_kernel_workers),
     };
     return cmocka_run_group_tests(on, NULL, NULL);
 }

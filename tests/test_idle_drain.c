@@ -240,6 +240,58 @@ static void exit_returns_what_an_emptied_cache_kept(void **st) {
     ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
 }
 
+/* A sleeping thread whose list's first object had its link written over (the program
+ * used a block after freeing it, or, in the race the drain's proofs exist for, took it
+ * back and wrote it just before the drainer read it): the drainer must not follow the
+ * link to where it points (an address ebbmalloc never had), and must leave that cache
+ * alone, while a clean sleeping cache beside it is emptied. */
+static sem_t bad_parked, bad_wake;
+static _Atomic int bad_kept_head;
+static void *written_over_worker(void *arg) {
+    (void)arg;
+    void *b[3];
+    for (int i = 0; i < 3; i++) b[i] = ebb_malloc(64);
+    for (int i = 0; i < 3; i++) ebb_free(b[i]);
+    unsigned cls = ebbi_size_to_class(64);
+    uint64_t *head = (uint64_t *)ebbi_tc->head[cls];
+    assert_ptr_equal(head, b[2]);
+    uint64_t saved = head[0];
+    head[0] = ((uint64_t)1 << 46) ^ ebbi_link_secret; /* decodes to 64 TiB: nothing there */
+    sem_post(&bad_parked);
+    while (sem_wait(&bad_wake) != 0) {}                     /* parked: blocked in futex */
+    bad_kept_head = (uint64_t *)ebbi_tc->head[cls] == head; /* its record was not taken */
+    head[0] = saved;
+    return NULL;
+}
+
+static void a_written_over_link_stops_the_drain_not_the_process(void **st) {
+    (void)st;
+    int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 200);
+    sem_init(&bad_parked, 0, 0);
+    sem_init(&bad_wake, 0, 0);
+    bad_kept_head = 0;
+    pthread_t bad;
+    assert_int_equal(pthread_create(&bad, NULL, written_over_worker, NULL), 0);
+    while (sem_wait(&bad_parked) != 0) {}
+    size_t bad_bytes = cached();
+    pthread_t good = start_parked();
+    ebbi_tc_flush_self();
+    size_t held = cached();
+    assert_true(held >= bad_bytes + 4 * two_per_list());
+    /* the clean cache goes (down to the two objects a list keeps), the other stays */
+    uint64_t took = trim_until_at_most(bad_bytes + two_per_list());
+    printf("# %zu bytes cached, %zu of them the written-over cache's; %zu after %llu ms of trims\n", held,
+           bad_bytes, cached(), (unsigned long long)took);
+    assert_true(cached() <= bad_bytes + two_per_list());
+    assert_true(cached() >= bad_bytes);
+    sem_post(&bad_wake);
+    pthread_join(bad, NULL);
+    assert_true(bad_kept_head);
+    wake_and_join(good);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
+}
+
 /* A thread that works, on its cache's fast paths only, between short sleeps: its lists
  * never need a slow path, so only its CPU time shows it is busy.  malloc_trim(0), called
  * again and again for several times EBB_RELEASE_MS, must never empty its cache. */
@@ -647,6 +699,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(trim_empties_a_sleeping_threads_cache),
         cmocka_unit_test(exit_returns_what_an_emptied_cache_kept),
+        cmocka_unit_test(a_written_over_link_stops_the_drain_not_the_process),
         cmocka_unit_test(trim_spares_a_busy_threads_cache),
         cmocka_unit_test(release_thread_empties_an_idle_cache),
         cmocka_unit_test(drain_races_with_waking_owners),

@@ -23,7 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -288,6 +291,23 @@ static int run_child(const char *name) {
         refused_prefix = "/dev/shm";
         churn();
         publish_and_look(false);
+    } else if (!strcmp(name, "shm_full")) {
+        /* A /dev/shm of one kernel page, already full, in a mount namespace of this
+         * process's own (a user namespace too where it is not root): the stats page's file
+         * is created and sized, but no page can back it. */
+        if (unshare(CLONE_NEWNS) != 0) CHECK(unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0);
+        CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0);
+        char opt[32];
+        snprintf(opt, sizeof opt, "size=%ld", sysconf(_SC_PAGESIZE));
+        CHECK(mount("tmpfs", "/dev/shm", "tmpfs", 0, opt) == 0);
+        int fd = open("/dev/shm/filler", O_CREAT | O_WRONLY, 0600);
+        CHECK(fd >= 0);
+        static char fill[65536];
+        while (write(fd, fill, (size_t)sysconf(_SC_PAGESIZE)) > 0) {}
+        CHECK(errno == ENOSPC);
+        close(fd);
+        churn();
+        publish_and_look(false); /* no SIGBUS at its first store, and no file left */
     } else if (!strcmp(name, "map_shared")) {
         ebbi_os.map_shared = refuse_map_shared;
         churn();
@@ -423,6 +443,17 @@ static void no_dev_shm(void **st) {
     run_case("shm", vars, false, on, 1, NULL, 0);
 }
 
+/* A full /dev/shm (a container's 64 MiB one, say): the page is refused, named, and the
+ * process lives on (a page ftruncate only promised would raise SIGBUS at its first
+ * store). */
+static void full_dev_shm(void **st) {
+    (void)st;
+    static char *vars[] = {"EBB_BACKGROUND=0", "EBB_STATS_SHM=1", NULL};
+    static const struct expect on[] = {
+        {"ebbmalloc: cannot back /dev/shm/ebbmalloc.", 1}, {"(ENOSPC)", 1}, {0}};
+    run_case("shm_full", vars, false, on, 1, NULL, 0);
+}
+
 static void shared_mapping_refused(void **st) {
     (void)st;
     static char *vars[] = {"EBB_BACKGROUND=0", "EBB_STATS_SHM=1", NULL};
@@ -476,6 +507,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(hugepage_refused),
         cmocka_unit_test(no_proc),
         cmocka_unit_test(no_dev_shm),
+        cmocka_unit_test(full_dev_shm),
         cmocka_unit_test(shared_mapping_refused),
         cmocka_unit_test(seccomp_filter),
         cmocka_unit_test(environment_from_the_stack),

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -741,12 +742,35 @@ static void stats_add_up_under_load(void **st) {
     for (int i = 0; i < 300; i++) ebb_free(p[i]);
 }
 
+/* A signal handler that calls malloc while its thread is inside the allocator with a
+ * lock held (here the page heap's, as a large allocation's slow path holds it) would
+ * wait for ever for its own lock: the process stops with a message that says so. */
+static void malloc_in_handler(int sig) {
+    (void)sig;
+    void *p = ebb_malloc((size_t)1 << 20); /* a large block: the page heap's lock */
+    ebb_free(p);
+}
+static void interrupted_with_the_lock_held(void) {
+    signal(SIGUSR1, malloc_in_handler);
+    ebb_free(ebb_malloc(1));
+    ebbi_lock(&ebbi_ph_lock); /* the interrupted slow path's */
+    raise(SIGUSR1);
+    ebbi_unlock(&ebbi_ph_lock);
+}
+static void reentry_from_a_handler_is_named(void **st) {
+    (void)st;
+    char msg[1024];
+    int status = child_stderr(interrupted_with_the_lock_held, msg, sizeof msg);
+    assert_true(died_of_abort(status, msg, "signal handler that interrupted one on the same thread"));
+}
+
 int main(void) {
     setenv("EBB_RELEASE_MS", "300", 1);
     setenv("EBB_HUGEPAGES", "0", 1);
     slow_keep = ebb_malloc(48 << 10);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(size_options_parse),
+        cmocka_unit_test(reentry_from_a_handler_is_named),
         cmocka_unit_test(trim_returns_exactly_the_freed_pages),
         cmocka_unit_test(big_blocks_skip_the_thread_cache),
         cmocka_unit_test(unfit_holes_traded_for_growth),
