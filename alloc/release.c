@@ -161,15 +161,25 @@ static void bg_pass(void) {
  * does not and which end only with it: io_uring's submission-poll thread and io-wq
  * workers (PF_IO_WORKER), vhost's (PF_USER_WORKER).  With more than two threads the
  * tasks are looked at one by one: alone when every one but this thread and the zombie
- * first thread is such a worker. */
+ * first thread is such a worker, by its flag and by the name the kernel gives it (the
+ * flag bits meant other things on kernels before 5.12: 0x10 PF_VCPU, 0x4000
+ * PF_USED_ASYNC). */
 #define PF_IO_WORKER 0x10
 #define PF_USER_WORKER 0x4000
 
 struct others {
     int self, first;
-    bool program; /* a task that is neither: a program thread */
-    long seen;    /* tasks read, these two included */
+    bool program;  /* a task that is neither: a program thread */
+    long seen;     /* tasks read, these two included */
+    bool vanished; /* a task listed whose stat could not be read */
 };
+
+/* The kernel's name for its workers in a process (io_uring, vhost). */
+static bool worker_name(const char *stat) {
+    const char *c = strchr(stat, '(');
+    return c &&
+           (!strncmp(c + 1, "iou-sqp-", 8) || !strncmp(c + 1, "iou-wrk-", 8) || !strncmp(c + 1, "vhost-", 6));
+}
 
 static bool look_at_task(int dirfd, const char *name, void *arg) {
     (void)dirfd;
@@ -183,11 +193,16 @@ static bool look_at_task(int dirfd, const char *name, void *arg) {
     char path[64], buf[512];
     const char *p;
     ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
-    /* gone meanwhile: not a thread any more */
-    if (!ebbi_read_file(path, buf, sizeof buf)) return true;
+    /* Gone meanwhile.  The listing goes by position, so a task that ends while it is
+     * read may make the next one skipped: the answer waits for a walk without one. */
+    if (!ebbi_read_file(path, buf, sizeof buf)) {
+        o->vanished = true;
+        return false;
+    }
     o->seen++;
     if (!(p = ebbi_stat_field(buf, 9))) o->program = true; /* unreadable: counted as one */
-    else if (!(strtoul(p, NULL, 10) & (PF_IO_WORKER | PF_USER_WORKER))) o->program = true;
+    else if (!(strtoul(p, NULL, 10) & (PF_IO_WORKER | PF_USER_WORKER)) || !worker_name(buf))
+        o->program = true;
     return !o->program;
 }
 
@@ -217,9 +232,9 @@ static bool alone(void) {
      * during the walk, after it started the other and before it was read.  So the
      * walk must also have read as many tasks as the count said before and says after
      * (a worker that ended meanwhile only puts the answer off to the next look). */
-    struct others o = {ebbi_os_gettid(), ebbi_os_getpid(), false, 0};
+    struct others o = {ebbi_os_gettid(), ebbi_os_getpid(), false, 0, false};
     if (ebbi_os_dir_each("/proc/self/task", look_at_task, &o) != 0) return false;
-    return !o.program && o.seen == n && thread_count() == n;
+    return !o.program && !o.vanished && o.seen == n && thread_count() == n;
 }
 
 /* The signal mask libc's exit would have run with, on the last program thread: the first

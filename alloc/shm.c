@@ -212,10 +212,12 @@ static bool shm_create(void) {
     /* Backed before it is mapped: on a full tmpfs (a container's small /dev/shm) the
      * first store into a page ftruncate only promised would raise SIGBUS, which on the
      * release thread (every signal blocked) kills the process.  A page that cannot be
-     * backed is refused like one that cannot be created. */
+     * backed is refused like one that cannot be created.  Where fallocate itself is not
+     * to be had (a filesystem without it, a seccomp allow-list) the page is mapped as
+     * before. */
     if (ebbi_os_ftruncate(fd, size) == 0) {
         failed = "cannot back";
-        if (ebbi_os_fallocate(fd, 0, size) == 0) {
+        if (ebbi_os_fallocate(fd, 0, size) == 0 || (ebbi_os_error() != ENOSPC && ebbi_os_error() != EDQUOT)) {
             failed = "cannot map";
             p = ebbi_os_map_shared(fd, size);
         }

@@ -630,11 +630,20 @@ static bool aligned(const void *o) { return !((uintptr_t)o & (EBB_MIN_ALIGN - 1)
 static bool plausible(unsigned cls, const void *o) {
     uintptr_t a = (uintptr_t)o;
     if (a & ebbi_link_tagmask) return false; /* misaligned, or beyond the address bits */
-    const struct ebb_span *s = ebbi_pm_span_acquire(a);
+    struct ebb_span *s = ebbi_pm_span_acquire(a);
     if (!s) return false;
-    const volatile struct ebb_span *v = s;
-    return v->state == SPAN_SMALL && v->cls == cls && a >= ebbi_span_blocks(s) &&
-           a < (uintptr_t)ebbi_span_end(s);
+    /* each field read once; the block size is the list's class's, not the record's */
+    uint8_t state = __atomic_load_n(&s->state, __ATOMIC_RELAXED),
+            scls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
+    uintptr_t start = __atomic_load_n(&s->start, __ATOMIC_RELAXED);
+    size_t npages = __atomic_load_n(&s->npages, __ATOMIC_RELAXED);
+    if (state != SPAN_SMALL || scls != cls || npages != ebbi_classes[cls].pages) return false;
+    uintptr_t end = start + (npages << EBB_PAGE_SHIFT);
+    if (a < end - ebbi_class_objects(cls) * ebbi_classes[cls].size || a >= end) return false;
+    /* and the page map still names the record, still a small span: a record read while
+     * it was being reused for another span fails here */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return ebbi_pm_span_acquire(a) == s && __atomic_load_n(&s->state, __ATOMIC_RELAXED) == SPAN_SMALL;
 }
 
 #if EBB_TSAN

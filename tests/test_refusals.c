@@ -295,7 +295,23 @@ static int run_child(const char *name) {
         /* A /dev/shm of one kernel page, already full, in a mount namespace of this
          * process's own (a user namespace too where it is not root): the stats page's file
          * is created and sized, but no page can back it. */
-        if (unshare(CLONE_NEWNS) != 0) CHECK(unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0);
+        uid_t uid = geteuid();
+        gid_t gid = getegid();
+        CHECK(unshare(CLONE_NEWNS | (uid ? CLONE_NEWUSER : 0)) == 0);
+        if (uid) { /* root of the user namespace, so that the tmpfs takes files */
+            char map[64];
+            int f = open("/proc/self/setgroups", O_WRONLY);
+            CHECK(f >= 0 && write(f, "deny", 4) == 4);
+            close(f);
+            snprintf(map, sizeof map, "0 %d 1", (int)uid);
+            CHECK((f = open("/proc/self/uid_map", O_WRONLY)) >= 0 &&
+                  write(f, map, strlen(map)) == (ssize_t)strlen(map));
+            close(f);
+            snprintf(map, sizeof map, "0 %d 1", (int)gid);
+            CHECK((f = open("/proc/self/gid_map", O_WRONLY)) >= 0 &&
+                  write(f, map, strlen(map)) == (ssize_t)strlen(map));
+            close(f);
+        }
         CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0);
         char opt[32];
         snprintf(opt, sizeof opt, "size=%ld", sysconf(_SC_PAGESIZE));

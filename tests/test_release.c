@@ -751,6 +751,7 @@ static void malloc_in_handler(int sig) {
     ebb_free(p);
 }
 static void interrupted_with_the_lock_held(void) {
+    alarm(30); /* a hang ends the child by SIGALRM: the check below then fails */
     signal(SIGUSR1, malloc_in_handler);
     ebb_free(ebb_malloc(1));
     ebbi_lock(&ebbi_ph_lock); /* the interrupted slow path's */
