@@ -24,14 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "ebb_test_ns.h"
 #include "hostile_run.h"
 #include "internal.h"
 
@@ -295,27 +294,13 @@ static int run_child(const char *name) {
         /* A /dev/shm of one kernel page, already full, in a mount namespace of this
          * process's own (a user namespace too where it is not root): the stats page's file
          * is created and sized, but no page can back it. */
-        uid_t uid = geteuid();
-        gid_t gid = getegid();
-        CHECK(unshare(CLONE_NEWNS | (uid ? CLONE_NEWUSER : 0)) == 0);
-        if (uid) { /* root of the user namespace, so that the tmpfs takes files */
-            char map[64];
-            int f = open("/proc/self/setgroups", O_WRONLY);
-            CHECK(f >= 0 && write(f, "deny", 4) == 4);
-            close(f);
-            snprintf(map, sizeof map, "0 %d 1", (int)uid);
-            CHECK((f = open("/proc/self/uid_map", O_WRONLY)) >= 0 &&
-                  write(f, map, strlen(map)) == (ssize_t)strlen(map));
-            close(f);
-            snprintf(map, sizeof map, "0 %d 1", (int)gid);
-            CHECK((f = open("/proc/self/gid_map", O_WRONLY)) >= 0 &&
-                  write(f, map, strlen(map)) == (ssize_t)strlen(map));
-            close(f);
+        char opt[64];
+        snprintf(opt, sizeof opt, "mode=1777,size=%ld", sysconf(_SC_PAGESIZE));
+        const char *what;
+        if (ebb_private_dev_shm(opt, &what)) {
+            printf("%s: %s\n", what, strerror(errno));
+            return 1;
         }
-        CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0);
-        char opt[32];
-        snprintf(opt, sizeof opt, "size=%ld", sysconf(_SC_PAGESIZE));
-        CHECK(mount("tmpfs", "/dev/shm", "tmpfs", 0, opt) == 0);
         int fd = open("/dev/shm/filler", O_CREAT | O_WRONLY, 0600);
         CHECK(fd >= 0);
         static char fill[65536];

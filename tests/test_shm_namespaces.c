@@ -38,6 +38,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "ebb_test_ns.h"
 #include "testutil.h"
 
 /* One started publisher tree. */
@@ -306,23 +307,9 @@ static int teardown(void **st) {
  * without root, in a user namespace whose root it is. */
 static int private_dev_shm(void **st) {
     (void)st;
-    uid_t uid = geteuid();
-    gid_t gid = getegid();
-    if (unshare(CLONE_NEWNS | (uid ? CLONE_NEWUSER : 0))) {
-        print_error("unshare(CLONE_NEWNS%s): %s\n", uid ? " | CLONE_NEWUSER" : "", strerror(errno));
-        return -1;
-    }
-    if (uid) {
-        char map[64];
-        write_file("/proc/self/setgroups", "deny");
-        snprintf(map, sizeof map, "0 %d 1", (int)uid);
-        write_file("/proc/self/uid_map", map);
-        snprintf(map, sizeof map, "0 %d 1", (int)gid);
-        write_file("/proc/self/gid_map", map);
-    }
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
-        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")) {
-        print_error("a tmpfs of its own at /dev/shm: %s\n", strerror(errno));
+    const char *what;
+    if (ebb_private_dev_shm("mode=1777", &what)) {
+        print_error("%s: %s\n", what, strerror(errno));
         return -1;
     }
     return 0;
