@@ -163,6 +163,8 @@ int ebbi_os_unlink(const char *path);
 int ebbi_os_unlinkat(int dirfd, const char *name);
 int ebbi_os_dup_fd(int fd, int min);
 int ebbi_os_dir_each(const char *dir, bool (*fn)(int dirfd, const char *name, void *arg), void *arg);
+int ebbi_os_dir_each_whole(const char *dir, char *buf, size_t size,
+                           bool (*fn)(int dirfd, const char *name, void *arg), void *arg);
 long ebbi_os_read(int fd, void *buf, size_t n); /* read(2), EINTR retried */
 /* Copies n bytes at src of process pid (ourselves) through the kernel: n, or -1 if a
  * byte was not readable, or EBB_READ_UNSUPPORTED (no process_vm_readv here). */
@@ -960,6 +962,9 @@ void ebbi_release_tick(void);               /* from slow paths: time-based relea
 uint64_t ebbi_release_bg_passes(void);      /* passes the background thread has made */
 size_t ebbi_release_all(void);              /* malloc_trim: everything free goes back */
 void ebbi_release_fork_child(bool skipped); /* skipped: see init.c */
+/* Whether pc, a return address, is in the frame the shared library starts every program
+ * thread with (the bottom of its stack, not an allocator frame); false in the static one. */
+bool ebbi_thread_start_frame(uintptr_t pc);
 void ebbi_check_soft_limit_locked(void);
 void ebbi_release_init(void);
 uint64_t ebbi_cgroup_limit(void);

@@ -643,32 +643,57 @@ int ebbi_os_unlinkat(int dirfd, const char *name) {
 /* A duplicate of fd numbered min or higher, close-on-exec; -1 on failure. */
 int ebbi_os_dup_fd(int fd, int min) { return KEEP_ERRNO(fcntl(fd, F_DUPFD_CLOEXEC, min)); }
 
+/* The entries of one getdents64 call's worth of listing, given to fn until it returns
+ * false; the number of bytes the call returned (0 at the end), -1 if it failed. */
+typedef bool (*dir_fn)(int dirfd, const char *name, void *arg);
+static long dir_step(int dfd, char *buf, size_t size, dir_fn fn, void *arg, bool *go) {
+    long n = syscall(SYS_getdents64, dfd, buf, size);
+    for (long off = 0; *go && off < n;) {
+        struct {
+            uint64_t ino;
+            int64_t off;
+            unsigned short reclen;
+            unsigned char type;
+            char name[];
+        } *d = (void *)(buf + off);
+        off += d->reclen;
+        *go = fn(dfd, d->name, arg);
+    }
+    return n;
+}
+
 /* Calls fn for every entry of the directory (getdents64: no allocation, unlike
  * readdir); stops when fn returns false.  fn gets the directory's fd, for *at calls.
- * Returns -1 if the directory cannot be opened. */
-int ebbi_os_dir_each(const char *dir, bool (*fn)(int dirfd, const char *name, void *arg), void *arg) {
+ * Returns -1 if the directory cannot be opened or a read of it failed (fn may have seen
+ * part of it). */
+int ebbi_os_dir_each(const char *dir, dir_fn fn, void *arg) {
     int dfd = ebbi_os_open(dir, O_RDONLY | O_DIRECTORY, 0);
     if (dfd < 0) return -1;
     char buf[4096] __attribute__((aligned(8)));
     long n;
     bool go = true;
     int saved = errno;
-    while (go && (n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
-        for (long off = 0; go && off < n;) {
-            struct {
-                uint64_t ino;
-                int64_t off;
-                unsigned short reclen;
-                unsigned char type;
-                char name[];
-            } *d = (void *)(buf + off);
-            off += d->reclen;
-            go = fn(dfd, d->name, arg);
-        }
+    while (go && (n = dir_step(dfd, buf, sizeof buf, fn, arg, &go)) > 0) {}
+    errno = saved;
+    ebbi_os_close(dfd);
+    return go && n < 0 ? -1 : 0;
+}
+
+/* The same, for a listing that must come from one getdents64 call into buf (8-byte
+ * aligned): -1 also if it did not fit, fn having seen its start. */
+int ebbi_os_dir_each_whole(const char *dir, char *buf, size_t size, dir_fn fn, void *arg) {
+    int dfd = ebbi_os_open(dir, O_RDONLY | O_DIRECTORY, 0);
+    if (dfd < 0) return -1;
+    bool go = true;
+    int saved = errno;
+    long n = dir_step(dfd, buf, size, fn, arg, &go);
+    if (go && n > 0) { /* more to come: the rest may skip a task (release.c) */
+        char rest[64] __attribute__((aligned(8)));
+        if (syscall(SYS_getdents64, dfd, rest, sizeof rest) != 0) n = -1;
     }
     errno = saved;
     ebbi_os_close(dfd);
-    return 0;
+    return go && n < 0 ? -1 : 0;
 }
 
 size_t ebbi_read_file(const char *path, char *buf, size_t n) {

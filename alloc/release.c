@@ -82,6 +82,9 @@ void ebbi_cgroup_limit_set(uint64_t bytes) { __atomic_store_n(&cgroup_limit, byt
 uint64_t ebbi_soft_limit(void) { return soft_limit; }
 double ebbi_cgroup_cpus(void) { return cgroup_cpus; }
 
+static void count_first_thread(void); /* the program's threads, counted (alone) */
+static void count_fork_child(void);
+
 static size_t pmd_size(void) {
     size_t kp = ebbi_os_page_size(), pmd = kp * (kp / 8); /* a page of 8-byte entries */
     char buf[32];
@@ -112,6 +115,7 @@ void ebbi_release_init(void) {
     if (sl > 0) soft_limit = (uint64_t)sl;
     else if (sl < 0 && cgroup_limit) soft_limit = cgroup_limit / 100 * (uint64_t)-sl;
     atomic_store(&next_due_ms, ebbi_now_ms() + 100);
+    count_first_thread();
 }
 
 /* ---------------------------------------------------------------- passes */
@@ -156,14 +160,144 @@ static void bg_pass(void) {
  * first thread, if it ended with pthread_exit, stays a zombie until the whole group does).
  * libc ends the process when its last thread ends, with exit(0) from that thread; the
  * release thread must not keep it alive (nor, blocking every signal, keep a SIGTERM from
- * ending it).  /proc/self/stat's thread count, then the first thread's state.  The
- * kernel's count also holds the kernel's own workers in the process, which libc's count
- * does not and which end only with it: io_uring's submission-poll thread and io-wq
- * workers (PF_IO_WORKER), vhost's (PF_USER_WORKER).  With more than two threads the
- * tasks are looked at one by one: alone when every one but this thread and the zombie
- * first thread is such a worker, by its flag and by the name the kernel gives it (the
- * flag bits meant other things on kernels before 5.12: 0x10 PF_VCPU, 0x4000
- * PF_USED_ASYNC). */
+ * ending it).  It looks every 100 ms (bg_main).
+ *
+ * Two ways to know, one per library:
+ *   - the shared library counts the program's threads itself, where they start (its
+ *     pthread_create) and where they end (a thread-specific key's destructor, which libc
+ *     runs on every way out of a thread: return, pthread_exit, cancellation).  That is
+ *     libc's own rule, which counts what pthread_create made: the kernel's workers in the
+ *     process (io_uring, vhost, KVM's helpers) count for neither, and /proc is not needed;
+ *   - the static ebb_ API library sees no pthread_create and reads /proc (proc_alone).
+ * An error either way must end the release thread early rather than never: if it ends
+ * while a program thread still runs, that thread's libc ends the process as without
+ * ebbmalloc, and only background release is lost; if it never ends, the process lingers
+ * after its last thread. */
+static int first_state(void) {
+    char path[64], buf[512];
+    const char *p;
+    ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/stat", ebbi_os_getpid());
+    if (!ebbi_read_file(path, buf, sizeof buf) || !(p = ebbi_stat_field(buf, 3))) return 0; /* state */
+    return *p;
+}
+static bool first_ended(void) {
+    int st = first_state();
+    return st == 'Z' || st == 'X';
+}
+
+#if EBB_OVERRIDE
+/* The count.  threads_alive: the program's threads started through pthread_create whose
+ * end has not run yet, and the first thread while it lives if first_counted (its key set
+ * at initialisation, on it).  pthread_create raises it before libc's call (so it is never
+ * short while the new thread runs) and lowers it again if the call fails; end_of_thread
+ * lowers it, and the thread that takes it to 0 leaves its signal mask in last_mask, for
+ * the release thread to run libc's exit with, as libc would have run it on that thread.
+ * All three under end_lock (taken by an ending thread and by the release thread's look;
+ * no allocator lock is taken under it).  A thread whose key could not be set is not
+ * counted (end_of_thread would never run for it).  A count of 0 is final unless a key
+ * destructor that runs after this one starts a thread: the release thread may then have
+ * ended already, and that thread goes without background release.
+ *
+ * Fork child: its one thread is counted if its key is set, as the first thread now (it
+ * is, by the kernel's numbering); if not, the child falls back to /proc for the first
+ * thread.  A fork from a signal handler that interrupted end_of_thread on the same
+ * thread (end_lock held here) leaves the count as the parent had it, less this thread
+ * once the interrupted frame goes on: the child's release thread then never ends. */
+static ebb_lock_t end_lock;
+static long threads_alive;
+static bool first_counted;
+static sigset_t last_mask;
+static bool have_last_mask;
+static pthread_key_t end_key;
+static bool end_key_made;
+
+static void end_of_thread(void *v) {
+    (void)v;
+    sigset_t m;
+    pthread_sigmask(SIG_BLOCK, NULL, &m);
+    ebbi_lock(&end_lock);
+    if (--threads_alive == 0) {
+        last_mask = m;
+        have_last_mask = true;
+    }
+    ebbi_unlock(&end_lock);
+}
+
+static void count_first_thread(void) {
+    end_key_made = pthread_key_create(&end_key, end_of_thread) == 0;
+    first_counted =
+        end_key_made && ebbi_os_gettid() == ebbi_os_getpid() && pthread_setspecific(end_key, (void *)1) == 0;
+    threads_alive = first_counted;
+}
+
+/* What a new thread starts with.  Records are kept for the next thread (start_pool,
+ * under end_lock), not freed: a free would give every new thread a cache before its
+ * first allocation of its own.  In a section of its own, so that the heap profile's walk
+ * knows this frame for the bottom of a thread's stack, not for an allocator frame
+ * (ebbi_thread_start_frame). */
+struct thread_start {
+    void *(*fn)(void *);
+    void *arg;
+    struct thread_start *next;
+};
+static struct thread_start *start_pool;
+
+__attribute__((section("ebb_thread_start"), noinline)) static void *thread_start(void *p) {
+    struct thread_start *rec = p, st = *rec;
+    ebbi_lock(&end_lock);
+    rec->next = start_pool;
+    start_pool = rec;
+    ebbi_unlock(&end_lock);
+    if (pthread_setspecific(end_key, (void *)1) != 0) end_of_thread(NULL); /* not counted */
+    void *r = st.fn(st.arg);
+    __asm__ volatile("" ::: "memory"); /* a frame of its own under fn's, not a tail call */
+    return r;
+}
+extern const char __start_ebb_thread_start[] EBB_HIDDEN, __stop_ebb_thread_start[] EBB_HIDDEN;
+bool ebbi_thread_start_frame(uintptr_t pc) {
+    return pc > (uintptr_t)__start_ebb_thread_start && pc <= (uintptr_t)__stop_ebb_thread_start;
+}
+
+static bool alone(void) {
+    ebbi_lock(&end_lock);
+    bool none = threads_alive == 0, counted = first_counted;
+    ebbi_unlock(&end_lock);
+    return none && (counted || first_ended());
+}
+
+static void take_program_mask(void) {
+    ebbi_lock(&end_lock);
+    sigset_t m = last_mask;
+    bool have = have_last_mask;
+    ebbi_unlock(&end_lock);
+    if (have) pthread_sigmask(SIG_SETMASK, &m, NULL); /* libc refuses its own: no matter */
+    else ebbi_os_thread_takes_signals();
+}
+
+static void count_fork_child(void) {
+    if (ebbi_lock_held_here(&end_lock)) return;
+    ebbi_lock_reset(&end_lock);
+    first_counted = end_key_made && pthread_getspecific(end_key) != NULL;
+    threads_alive = first_counted;
+    have_last_mask = false;
+}
+#else
+static void count_first_thread(void) {}
+static void count_fork_child(void) {}
+bool ebbi_thread_start_frame(uintptr_t pc) {
+    (void)pc;
+    return false;
+}
+
+/* /proc/self/stat's thread count, then the first thread's state.  The kernel's count
+ * also holds the kernel's own workers in the process, which libc's count does not and
+ * which end only with it: io_uring's submission-poll thread and io-wq workers
+ * (PF_IO_WORKER), vhost's (PF_USER_WORKER).  With more than two threads the tasks are
+ * looked at one by one: alone when every one but this thread and the zombie first thread
+ * is such a worker, by its flag and by the name the kernel gives it (the flag bits meant
+ * other things on kernels before 5.12: 0x10 PF_VCPU, 0x4000 PF_USED_ASYNC).  A worker of
+ * another name (KVM's helpers) counts as a program thread: such a process never ends
+ * here, and without /proc none does (the shared library has neither limit). */
 #define PF_IO_WORKER 0x10
 #define PF_USER_WORKER 0x4000
 
@@ -193,9 +327,7 @@ static bool look_at_task(int dirfd, const char *name, void *arg) {
     char path[64], buf[512];
     const char *p;
     ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
-    /* Gone meanwhile.  The listing goes by position, so a task that ends while it is
-     * read may make the next one skipped: the answer waits for a walk without one. */
-    if (!ebbi_read_file(path, buf, sizeof buf)) {
+    if (!ebbi_read_file(path, buf, sizeof buf)) { /* gone meanwhile */
         o->vanished = true;
         return false;
     }
@@ -216,12 +348,7 @@ static long thread_count(void) {
 static bool alone(void) {
     long n = thread_count();
     if (n == 1) return true;
-    if (n < 2) return false;
-    char path[64], buf[512];
-    const char *p;
-    ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/stat", ebbi_os_getpid());
-    if (!ebbi_read_file(path, buf, sizeof buf) || !(p = ebbi_stat_field(buf, 3))) return false; /* state */
-    if (*p != 'Z' && *p != 'X') return false;
+    if (n < 2 || !first_ended()) return false;
     if (n == 2) {
         /* The count again: the first thread may have started another before it ended,
          * after the first read.  A zombie starts nothing, so two now is two for good. */
@@ -231,9 +358,15 @@ static bool alone(void) {
      * zombie, a program thread not seen would have been started by one that ended
      * during the walk, after it started the other and before it was read.  So the
      * walk must also have read as many tasks as the count said before and says after
-     * (a worker that ended meanwhile only puts the answer off to the next look). */
+     * (a worker that ended meanwhile only puts the answer off to the next look).  And
+     * the listing must come whole from one getdents call: within one the kernel follows
+     * the thread list from task to task (a task that ends stops it short, which the
+     * count shows), where a second call starts again by position, and a task that ended
+     * between the two would make it skip one. */
+    static char listing[32 << 10] __attribute__((aligned(8))); /* ~1000 tasks */
     struct others o = {ebbi_os_gettid(), ebbi_os_getpid(), false, 0, false};
-    if (ebbi_os_dir_each("/proc/self/task", look_at_task, &o) != 0) return false;
+    if (ebbi_os_dir_each_whole("/proc/self/task", listing, sizeof listing, look_at_task, &o) != 0)
+        return false;
     return !o.program && !o.vanished && o.seen == n && thread_count() == n;
 }
 
@@ -257,6 +390,7 @@ static void take_program_mask(void) {
         if (bits >> (sig - 1) & 1) sigaddset(&m, sig); /* libc refuses its own: no matter */
     pthread_sigmask(SIG_SETMASK, &m, NULL);
 }
+#endif
 
 /* The stats page has one writer at a time: whoever holds `releasing`.  The release
  * thread: a pass every RELEASE_MS/4 (at least 100 ms), and every 100 ms a look at whether
@@ -297,11 +431,27 @@ static void start_background(void) {
 EBB_EXPORT int pthread_create(pthread_t *restrict thread, const pthread_attr_t *restrict attr,
                               void *(*fn)(void *), void *restrict arg) {
     ebbi_os_find_pthread_create();
-    if (!atomic_load_explicit(&bg_started, memory_order_relaxed)) {
-        ebbi_ensure_init();
-        start_background();
+    ebbi_ensure_init(); /* end_key_made is published with it */
+    struct thread_start *st = NULL;
+    if (end_key_made) {
+        ebbi_lock(&end_lock);
+        if ((st = start_pool)) start_pool = st->next;
+        threads_alive++; /* before the thread exists: never short while it runs */
+        ebbi_unlock(&end_lock);
+        if (!st && !(st = ebbi_meta_alloc(sizeof *st))) end_of_thread(NULL); /* goes uncounted */
     }
-    return ebbi_os_pthread_create(thread, attr, fn, arg);
+    if (st) st->fn = fn, st->arg = arg;
+    if (!atomic_load_explicit(&bg_started, memory_order_relaxed)) start_background();
+    int r = st ? ebbi_os_pthread_create(thread, attr, thread_start, st)
+               : ebbi_os_pthread_create(thread, attr, fn, arg);
+    if (r && st) {
+        ebbi_lock(&end_lock);
+        st->next = start_pool;
+        start_pool = st;
+        ebbi_unlock(&end_lock);
+        end_of_thread(NULL);
+    }
+    return r;
 }
 #define maybe_start_background() ((void)0)
 #else
@@ -377,6 +527,7 @@ void ebbi_release_fork_child(bool skipped) {
 #if !EBB_OVERRIDE
     forked_single = true;
 #endif
+    count_fork_child();
     if (skipped) return;
     atomic_store(&releasing, 0);
 }

@@ -620,30 +620,26 @@ struct kept {
  * step 5 (it was resumed after step 3, popped the head and handed it to the program,
  * which wrote over its link): so a link is followed only to an object inside a
  * small-object span of the list's class, whose memory is always mapped (the page heap
- * never unmaps its chunks; blocks with mappings of their own are never small), and
- * anything else aborts the drain, as a failed proof does.  Corruption is reported once
- * the proofs hold.  The span record is read without a lock, as the page map's slot is:
- * a record reused meanwhile for another span covers other addresses, and one for this
- * address is a small span of the class or fails the test. */
+ * never unmaps its chunks; blocks with mappings of their own, which are unmapped when
+ * freed, are never small), and anything else aborts the drain, as a failed proof does.
+ * Corruption is reported once the proofs hold.  The test is made under the page heap
+ * lock (snapshot holds it; the lock order allows it under tc_list_lock), under which
+ * nothing becomes or stops being a small span and the page map's span entries do not
+ * change (new_span, the page heap's frees and own mappings all change them under it):
+ * so the record the page map names is whole, its fields from one life, and an address
+ * that passes is page-heap memory for good.  (Read without the lock, a record freed and
+ * reused twice meanwhile could give fields of two lives that passed together, for an
+ * address of an own mapping about to be unmapped.) */
 static void *peek_next(void *o) { return (void *)(*(volatile uintptr_t *)o ^ ebbi_link_secret); }
 static bool aligned(const void *o) { return !((uintptr_t)o & (EBB_MIN_ALIGN - 1)); }
 static bool plausible(unsigned cls, const void *o) {
     uintptr_t a = (uintptr_t)o;
     if (a & ebbi_link_tagmask) return false; /* misaligned, or beyond the address bits */
     struct ebb_span *s = ebbi_pm_span_acquire(a);
-    if (!s) return false;
-    /* each field read once; the block size is the list's class's, not the record's */
-    uint8_t state = __atomic_load_n(&s->state, __ATOMIC_RELAXED),
-            scls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
-    uintptr_t start = __atomic_load_n(&s->start, __ATOMIC_RELAXED);
-    size_t npages = __atomic_load_n(&s->npages, __ATOMIC_RELAXED);
-    if (state != SPAN_SMALL || scls != cls || npages != ebbi_classes[cls].pages) return false;
-    uintptr_t end = start + (npages << EBB_PAGE_SHIFT);
-    if (a < end - ebbi_class_objects(cls) * ebbi_classes[cls].size || a >= end) return false;
-    /* and the page map still names the record, still a small span: a record read while
-     * it was being reused for another span fails here */
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return ebbi_pm_span_acquire(a) == s && __atomic_load_n(&s->state, __ATOMIC_RELAXED) == SPAN_SMALL;
+    if (!s || s->state != SPAN_SMALL || s->cls != cls || s->npages != ebbi_classes[cls].pages) return false;
+    /* the block size is the list's class's */
+    uintptr_t end = s->start + (s->npages << EBB_PAGE_SHIFT);
+    return a >= end - ebbi_class_objects(cls) * ebbi_classes[cls].size && a < end;
 }
 
 #if EBB_TSAN
@@ -661,6 +657,7 @@ void AnnotateIgnoreReadsEnd(const char *file, int line);
  * reads them again once the owner is proven stopped and released, see below). */
 static bool snapshot(struct ebb_tcache *tc, struct kept *k) {
     bool ok = true;
+    ebbi_lock(&ebbi_ph_lock); /* for plausible() */
     SNAPSHOT_BEGIN();
     for (unsigned cls = 1; cls <= tc_top_cls && ok; cls++) {
         void *h = *(void *volatile *)&tc->head[cls];
@@ -678,6 +675,7 @@ static bool snapshot(struct ebb_tcache *tc, struct kept *k) {
         ok = aligned(k[cls].rest);
     }
     SNAPSHOT_END();
+    ebbi_unlock(&ebbi_ph_lock);
     return ok;
 }
 

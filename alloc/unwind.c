@@ -1778,8 +1778,9 @@ EBB_NOINLINE int ebbi_unwind(uint64_t *out, int max) {
         if (!ok) break;
     }
     table_release(w.tab);
-    /* The frames up to the outermost allocator function are ebbmalloc's. */
-    for (int i = 0; i < n && i < UW_SKIP_MAX; i++)
+    /* The frames up to the outermost allocator function are ebbmalloc's; the frame that
+     * starts a thread is ebbmalloc's too but holds the program's, and ends the search. */
+    for (int i = 0; i < n && i < UW_SKIP_MAX && !ebbi_thread_start_frame(raw[i]); i++)
         if (alloc[i]) skip = i + 1;
     int depth = n - skip < max ? n - skip : max;
     for (int i = 0; i < depth; i++) out[i] = raw[skip + i];

@@ -27,6 +27,7 @@
 
 #include "ebb_test_fork.h"
 #include "ebb_test_mem.h"
+#include "ebb_test_ns.h"
 
 static size_t rss_now(void) {
     char buf[128];
@@ -195,7 +196,8 @@ static int ring_with_poll_thread(void) {
     return (int)syscall(__NR_io_uring_setup, 4, &p);
 }
 
-static void last_thread_ends(bool with_ring) {
+enum around { PLAIN, RING, NO_PROC };
+static void last_thread_ends(enum around with) {
 again:
     assert_int_equal(pipe(exit_pipe), 0);
     pid_t pid = fork();
@@ -209,7 +211,9 @@ again:
         pthread_sigmask(SIG_BLOCK, &usr1, NULL);
         pthread_t c;
         int workers = 0;
-        if (with_ring) {
+        const char *what = NULL;
+        if (with == NO_PROC && ebb_private_mounts(&what)) _exit(12);
+        if (with == RING) {
             if (ring_with_poll_thread() < 0) _exit(errno == ENOSYS ? 10 : 11);
             workers = 1;
         }
@@ -217,6 +221,10 @@ again:
         pthread_join(c, NULL);
         /* the release thread (and the ring's poll thread) */
         if (threads_settle(base_threads + 1 + workers) != base_threads + 1 + workers) _exit(5);
+        /* An empty /proc from here on: the end must be told without it (a container
+         * without /proc, a sandbox that hides it). */
+        if (with == NO_PROC && mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV, "size=4k")) _exit(13);
+        if (with == NO_PROC && access("/proc/self/stat", F_OK) == 0) _exit(14);
         kill(getpid(), SIGUSR1); /* pending: every thread blocks it */
         pthread_exit(NULL);
     }
@@ -229,6 +237,7 @@ again:
     if (rc == EBB_CHILD_HUNG) fail_msg("the child's last program thread ended, the child did not");
     if (rc == 10 || rc == 11)
         fail_msg("io_uring_setup failed in the child (%s)", rc == 10 ? "ENOSYS" : "refused");
+    if (rc >= 12 && rc <= 14) fail_msg("the child could not hide /proc (step %d)", rc);
     assert_int_equal(rc, 0);
     assert_int_equal(got, 1);
     assert_int_equal(c, 'x');
@@ -236,7 +245,7 @@ again:
 
 static void process_ends_when_its_last_thread_does(void **st) {
     (void)st;
-    last_thread_ends(false);
+    last_thread_ends(PLAIN);
 }
 
 /* The same with a kernel worker in the process (io_uring's poll thread): libc ends the
@@ -244,7 +253,14 @@ static void process_ends_when_its_last_thread_does(void **st) {
  * release thread let it. */
 static void process_ends_beside_kernel_workers(void **st) {
     (void)st;
-    last_thread_ends(true);
+    last_thread_ends(RING);
+}
+
+/* And with no /proc to read at all: the shared library counts the program's threads
+ * itself, and takes the mask of the one that ended last. */
+static void process_ends_without_proc(void **st) {
+    (void)st;
+    last_thread_ends(NO_PROC);
 }
 
 static void background_off_means_no_thread(void **st) {
@@ -277,6 +293,7 @@ int main(void) {
         cmocka_unit_test(fork_child_of_threaded_parent_starts_single_threaded),
         cmocka_unit_test(process_ends_when_its_last_thread_does),
         cmocka_unit_test(process_ends_beside_kernel_workers),
+        cmocka_unit_test(process_ends_without_proc),
     };
     return cmocka_run_group_tests(on, NULL, NULL);
 }

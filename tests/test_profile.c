@@ -182,6 +182,33 @@ static void leak_in_dlopened_library_is_the_top_stack(void **state) {
     dlclose(h);
 }
 
+/* A thread's start function that allocates itself: the stack starts at it, under the
+ * frame ebbmalloc starts every thread with (which is ebbmalloc's but not an allocator
+ * frame: a walk that dropped everything up to it would leave only libc's start). */
+#define SHALLOW 64
+static void *shallow_kept[SHALLOW];
+__attribute__((noinline)) void *shallow_thread(void *arg);
+__attribute__((noinline)) void *shallow_thread(void *arg) {
+    for (int i = 0; i < SHALLOW; i++) shallow_kept[i] = malloc((272 << 10) + (size_t)i * 64);
+    __asm__ volatile("" ::: "memory"); /* the calls stay in this frame */
+    return arg;
+}
+
+static void a_thread_s_own_function_heads_its_stack(void **state) {
+    (void)state;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, shallow_thread, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    struct prof_view v = table();
+    int k = prof_slot_with(&v, "shallow_thread");
+    if (k < 0) prof_dump(&v, stderr);
+    assert_true(k >= 0);
+    assert_int_equal(prof_frame_in(&v, k, "shallow_thread"), 0);
+    assert_true(v.slots[k].live_bytes > 0);
+    for (int i = 0; i < SHALLOW; i++) free(shallow_kept[i]);
+    assert_int_equal(v.slots[k].live_bytes, 0);
+}
+
 /* ---------------------------------------------------------------- every request sampled */
 /* One byte per kernel page, each page its own value. */
 static void fill(unsigned char *p, size_t n, unsigned seed) {
@@ -474,6 +501,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(recorded_when_on),
         cmocka_unit_test(large_requests_estimated_within_10_percent),
         cmocka_unit_test(leak_in_dlopened_library_is_the_top_stack),
+        cmocka_unit_test(a_thread_s_own_function_heads_its_stack),
     };
     const struct CMUnitTest every_tests[] = {
         cmocka_unit_test(sampled_large_blocks_behave),
