@@ -185,110 +185,6 @@ static bool first_ended(void) {
     return st == 'Z' || st == 'X';
 }
 
-#if EBB_OVERRIDE
-/* The count.  threads_alive: the program's threads started through pthread_create whose
- * end has not run yet, and the first thread while it lives if first_counted (its key set
- * at initialisation, on it).  pthread_create raises it before libc's call (so it is never
- * short while the new thread runs) and lowers it again if the call fails; end_of_thread
- * lowers it, and the thread that takes it to 0 leaves its signal mask in last_mask, for
- * the release thread to run libc's exit with, as libc would have run it on that thread.
- * All three under end_lock (taken by an ending thread and by the release thread's look;
- * no allocator lock is taken under it).  A thread whose key could not be set is not
- * counted (end_of_thread would never run for it).  A count of 0 is final unless a key
- * destructor that runs after this one starts a thread: the release thread may then have
- * ended already, and that thread goes without background release.
- *
- * Fork child: its one thread is counted if its key is set, as the first thread now (it
- * is, by the kernel's numbering); if not, the child falls back to /proc for the first
- * thread.  A fork from a signal handler that interrupted end_of_thread on the same
- * thread (end_lock held here) leaves the count as the parent had it, less this thread
- * once the interrupted frame goes on: the child's release thread then never ends. */
-static ebb_lock_t end_lock;
-static long threads_alive;
-static bool first_counted;
-static sigset_t last_mask;
-static bool have_last_mask;
-static pthread_key_t end_key;
-static bool end_key_made;
-
-static void end_of_thread(void *v) {
-    (void)v;
-    sigset_t m;
-    pthread_sigmask(SIG_BLOCK, NULL, &m);
-    ebbi_lock(&end_lock);
-    if (--threads_alive == 0) {
-        last_mask = m;
-        have_last_mask = true;
-    }
-    ebbi_unlock(&end_lock);
-}
-
-static void count_first_thread(void) {
-    end_key_made = pthread_key_create(&end_key, end_of_thread) == 0;
-    first_counted =
-        end_key_made && ebbi_os_gettid() == ebbi_os_getpid() && pthread_setspecific(end_key, (void *)1) == 0;
-    threads_alive = first_counted;
-}
-
-/* What a new thread starts with.  Records are kept for the next thread (start_pool,
- * under end_lock), not freed: a free would give every new thread a cache before its
- * first allocation of its own.  In a section of its own, so that the heap profile's walk
- * knows this frame for the bottom of a thread's stack, not for an allocator frame
- * (ebbi_thread_start_frame). */
-struct thread_start {
-    void *(*fn)(void *);
-    void *arg;
-    struct thread_start *next;
-};
-static struct thread_start *start_pool;
-
-__attribute__((section("ebb_thread_start"), noinline)) static void *thread_start(void *p) {
-    struct thread_start *rec = p, st = *rec;
-    ebbi_lock(&end_lock);
-    rec->next = start_pool;
-    start_pool = rec;
-    ebbi_unlock(&end_lock);
-    if (pthread_setspecific(end_key, (void *)1) != 0) end_of_thread(NULL); /* not counted */
-    void *r = st.fn(st.arg);
-    __asm__ volatile("" ::: "memory"); /* a frame of its own under fn's, not a tail call */
-    return r;
-}
-extern const char __start_ebb_thread_start[] EBB_HIDDEN, __stop_ebb_thread_start[] EBB_HIDDEN;
-bool ebbi_thread_start_frame(uintptr_t pc) {
-    return pc > (uintptr_t)__start_ebb_thread_start && pc <= (uintptr_t)__stop_ebb_thread_start;
-}
-
-static bool alone(void) {
-    ebbi_lock(&end_lock);
-    bool none = threads_alive == 0, counted = first_counted;
-    ebbi_unlock(&end_lock);
-    return none && (counted || first_ended());
-}
-
-static void take_program_mask(void) {
-    ebbi_lock(&end_lock);
-    sigset_t m = last_mask;
-    bool have = have_last_mask;
-    ebbi_unlock(&end_lock);
-    if (have) pthread_sigmask(SIG_SETMASK, &m, NULL); /* libc refuses its own: no matter */
-    else ebbi_os_thread_takes_signals();
-}
-
-static void count_fork_child(void) {
-    if (ebbi_lock_held_here(&end_lock)) return;
-    ebbi_lock_reset(&end_lock);
-    first_counted = end_key_made && pthread_getspecific(end_key) != NULL;
-    threads_alive = first_counted;
-    have_last_mask = false;
-}
-#else
-static void count_first_thread(void) {}
-static void count_fork_child(void) {}
-bool ebbi_thread_start_frame(uintptr_t pc) {
-    (void)pc;
-    return false;
-}
-
 /* /proc/self/stat's thread count, then the first thread's state.  The kernel's count
  * also holds the kernel's own workers in the process, which libc's count does not and
  * which end only with it: io_uring's submission-poll thread and io-wq workers
@@ -345,7 +241,7 @@ static long thread_count(void) {
     return strtol(p, NULL, 10); /* num_threads */
 }
 
-static bool alone(void) {
+static bool proc_alone(void) {
     long n = thread_count();
     if (n == 1) return true;
     if (n < 2 || !first_ended()) return false;
@@ -374,7 +270,7 @@ static bool alone(void) {
  * thread's as it ended (its SigBlk in /proc, which a zombie keeps), else the mask of the
  * thread that started the release thread.  The program's blocked signals stay blocked
  * (one pending for the process, which its threads all blocked, does not kill it now). */
-static void take_program_mask(void) {
+static void proc_program_mask(void) {
     char buf[2048], path[64];
     ebbi_snprintf(path, sizeof path, "/proc/self/task/%d/status", ebbi_os_getpid());
     const char *p = ebbi_read_file(path, buf, sizeof buf) ? strstr(buf, "\nSigBlk:") : NULL;
@@ -390,6 +286,128 @@ static void take_program_mask(void) {
         if (bits >> (sig - 1) & 1) sigaddset(&m, sig); /* libc refuses its own: no matter */
     pthread_sigmask(SIG_SETMASK, &m, NULL);
 }
+#if EBB_OVERRIDE
+/* The count.  threads_alive: the program's threads started through pthread_create whose
+ * end has not run yet, and the first thread while it lives if first_counted (its key set
+ * at initialisation, on it).  pthread_create raises it before libc's call (so it is never
+ * short while the new thread runs) and lowers it again if the call fails; end_of_thread
+ * lowers it, and the thread that takes it to 0 leaves its signal mask in last_mask, for
+ * the release thread to run libc's exit with, as libc would have run it on that thread.
+ * All three under end_lock (taken by an ending thread and by the release thread's look;
+ * no allocator lock is taken under it).  A thread whose key could not be set is not
+ * counted (end_of_thread would never run for it).  A count of 0 is final unless a key
+ * destructor that runs after this one starts a thread: the release thread may then have
+ * ended already, and that thread goes without background release.
+ *
+ * Fork child: its one thread is counted if its key is set, as the first thread now (it
+ * is, by the kernel's numbering); if not, the child falls back to /proc for the first
+ * thread.  A fork from a signal handler that interrupted end_of_thread on the same
+ * thread (end_lock held here) leaves the count as the parent had it, less this thread
+ * once the interrupted frame goes on: the child's release thread then never ends. */
+static ebb_lock_t end_lock;
+static long threads_alive;
+static bool first_counted;
+static sigset_t last_mask;
+static bool have_last_mask;
+static pthread_key_t end_key;
+static bool end_key_made;
+
+static void end_of_thread(void *v) {
+    (void)v;
+    sigset_t m;
+    pthread_sigmask(SIG_BLOCK, NULL, &m);
+    ebbi_lock(&end_lock);
+    if (--threads_alive == 0) {
+        last_mask = m;
+        have_last_mask = true;
+    }
+    ebbi_unlock(&end_lock);
+}
+
+/* glibc keeps a thread's values of keys below 32 in its descriptor; for a higher key,
+ * the first pthread_setspecific of a thread callocs a block for it.  That calloc would
+ * come here under the initialisation's lock, or in a new thread without a cache, where
+ * the cache's own pthread_setspecific (the same block, not reentrant) would be lost.  So
+ * a key above goes back, and the release thread's end is found in /proc as in the ebb_
+ * API library (proc_alone): only a program that made 32 keys before its first malloc. */
+#define KEYS_INLINE 32
+static void count_first_thread(void) {
+    end_key_made = pthread_key_create(&end_key, end_of_thread) == 0;
+    if (end_key_made && end_key >= KEYS_INLINE) {
+        pthread_key_delete(end_key);
+        end_key_made = false;
+    }
+    first_counted =
+        end_key_made && ebbi_os_gettid() == ebbi_os_getpid() && pthread_setspecific(end_key, (void *)1) == 0;
+    threads_alive = first_counted;
+}
+
+/* What a new thread starts with.  Records are kept for the next thread (start_pool,
+ * under end_lock), not freed: a free would give every new thread a cache before its
+ * first allocation of its own.  In a section of its own, so that the heap profile's walk
+ * knows this frame for the bottom of a thread's stack, not for an allocator frame
+ * (ebbi_thread_start_frame). */
+struct thread_start {
+    void *(*fn)(void *);
+    void *arg;
+    struct thread_start *next;
+};
+static struct thread_start *start_pool;
+
+__attribute__((section("ebb_thread_start"), noinline)) static void *thread_start(void *p) {
+    struct thread_start *rec = p, st = *rec;
+    ebbi_lock(&end_lock);
+    rec->next = start_pool;
+    start_pool = rec;
+    ebbi_unlock(&end_lock);
+    if (pthread_setspecific(end_key, (void *)1) != 0) end_of_thread(NULL); /* not counted */
+    void *r = st.fn(st.arg);
+    __asm__ volatile("" ::: "memory"); /* a frame of its own under fn's, not a tail call */
+    return r;
+}
+extern const char __start_ebb_thread_start[] EBB_HIDDEN, __stop_ebb_thread_start[] EBB_HIDDEN;
+bool ebbi_thread_start_frame(uintptr_t pc) {
+    return pc > (uintptr_t)__start_ebb_thread_start && pc <= (uintptr_t)__stop_ebb_thread_start;
+}
+
+static bool alone(void) {
+    if (!end_key_made) return proc_alone();
+    ebbi_lock(&end_lock);
+    bool none = threads_alive == 0, counted = first_counted;
+    ebbi_unlock(&end_lock);
+    return none && (counted || first_ended());
+}
+
+static void take_program_mask(void) {
+    if (!end_key_made) {
+        proc_program_mask();
+        return;
+    }
+    ebbi_lock(&end_lock);
+    sigset_t m = last_mask;
+    bool have = have_last_mask;
+    ebbi_unlock(&end_lock);
+    if (have) pthread_sigmask(SIG_SETMASK, &m, NULL); /* libc refuses its own: no matter */
+    else ebbi_os_thread_takes_signals();
+}
+
+static void count_fork_child(void) {
+    if (ebbi_lock_held_here(&end_lock)) return;
+    ebbi_lock_reset(&end_lock);
+    first_counted = end_key_made && pthread_getspecific(end_key) != NULL;
+    threads_alive = first_counted;
+    have_last_mask = false;
+}
+#else
+static void count_first_thread(void) {}
+static void count_fork_child(void) {}
+bool ebbi_thread_start_frame(uintptr_t pc) {
+    (void)pc;
+    return false;
+}
+static bool alone(void) { return proc_alone(); }
+static void take_program_mask(void) { proc_program_mask(); }
+
 #endif
 
 /* The stats page has one writer at a time: whoever holds `releasing`.  The release
@@ -403,7 +421,12 @@ static void *bg_main(void *arg) {
             for (uint64_t slept = 0, want = (uint64_t)(ms < 100 ? 100 : ms); slept < want; slept += 100) {
                 ebbi_os_sleep_ms(want - slept < 100 ? want - slept : 100);
                 if (alone()) {
-                    /* libc's exit(0) runs on this thread now (atexit handlers, destructors) */
+                    /* libc's exit(0) runs on this thread now (atexit handlers, destructors).
+                     * Unless a thread the count never saw still runs (C11's thrd_create,
+                     * libc's own helper threads: they bypass pthread_create's symbol):
+                     * then the next pthread_create starts a release thread again, and
+                     * until then the ticks publish the stats page. */
+                    atomic_store(&bg_started, 0);
                     take_program_mask();
                     return NULL;
                 }
