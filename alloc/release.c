@@ -303,7 +303,11 @@ static void proc_program_mask(void) {
  * is, by the kernel's numbering); if not, the child falls back to /proc for the first
  * thread.  A fork from a signal handler that interrupted end_of_thread on the same
  * thread (end_lock held here) leaves the count as the parent had it, less this thread
- * once the interrupted frame goes on: the child's release thread then never ends. */
+ * once the interrupted frame goes on: the child's release thread then never ends.  One
+ * that interrupted this thread after libc cleared its key value and before
+ * end_of_thread took the lock (or after thread_start took a record and before it set
+ * the value) recounts the child's thread as 0 and the frame then takes one more: the
+ * count goes below 0, which alone() reads as none. */
 static ebb_lock_t end_lock;
 static long threads_alive;
 static bool first_counted;
@@ -373,7 +377,7 @@ bool ebbi_thread_start_frame(uintptr_t pc) {
 static bool alone(void) {
     if (!end_key_made) return proc_alone();
     ebbi_lock(&end_lock);
-    bool none = threads_alive == 0, counted = first_counted;
+    bool none = threads_alive <= 0, counted = first_counted; /* below 0: see above */
     ebbi_unlock(&end_lock);
     return none && (counted || first_ended());
 }
