@@ -368,6 +368,14 @@ static bool qualifies(const struct ebb_span *s, uint64_t now, uint64_t idle_ms, 
     return now - s->pop_ms >= idle_ms && s->used * 2 <= s->objects;
 }
 
+/* A span that may qualify once it has been idle long enough (it was just made, or
+ * objects came back to it): the class's due time is no later than then.  Its pop_ms only
+ * grows after this (a later pop), which makes the bound early, never late. */
+static void may_qualify(struct ebb_central *c, const struct ebb_span *s) {
+    uint64_t t = s->pop_ms + (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS);
+    if (t < c->release_due_ms) c->release_due_ms = t;
+}
+
 size_t ebbi_central_release_pages(bool all) {
     if (ebbi_os_refused_for_good(EBB_REFUSED_RELEASE)) return 0;
     size_t done = 0;
@@ -378,15 +386,32 @@ size_t ebbi_central_release_pages(bool all) {
         struct ebb_central *c = &ebbi_central[cls];
         ebbi_lock(&c->lock);
         uint64_t now = ebbi_now_ms();
+        /* Nothing changed that could make a span qualify yet (an idle process's passes
+         * end here, instead of walking every span of every class each time). */
+        if (!all && now < c->release_due_ms) {
+            ebbi_unlock(&c->lock);
+            continue;
+        }
+        /* The walk looks at every span that could qualify: what it leaves for later is
+         * a span not idle long enough yet, whose time it keeps.  A span more than half
+         * in use, or looked at already, can only come to qualify when objects come back
+         * to it (span_refilled), which lowers the due time again (may_qualify). */
+        uint64_t due = UINT64_MAX;
         /* At most half in use: bucket 2 at most (used * EBB_BUCKETS / objects). */
         for (int bk = 0; bk < EBB_BUCKETS; bk++) {
             if (!all && bk > EBB_BUCKETS / 2) break;
             for (struct ebb_span *s = c->buckets[bk].head; s; s = s->next) {
-                if (!qualifies(s, now, idle_ms, all)) continue;
+                if (!qualifies(s, now, idle_ms, all)) {
+                    if (!s->pages_seen && pages_apply(s) && s->used * 2 <= s->objects &&
+                        s->pop_ms + idle_ms < due)
+                        due = s->pop_ms + idle_ms;
+                    continue;
+                }
                 done += release_span_pages(c, s);
                 s->pages_seen = 1;
             }
         }
+        c->release_due_ms = due;
         ebbi_unlock(&c->lock);
     }
     return done;
@@ -422,6 +447,7 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head, void **tail) {
             if (!s) break;
             c->spans++;
             c->free_objects += s->objects;
+            may_qualify(c, s);
         }
         ebb_assert(s->state == SPAN_SMALL && s->cls == cls && s->used <= s->objects);
         s->pop_ms = now;
@@ -481,6 +507,7 @@ static inline __attribute__((always_inline)) void span_refilled(struct ebb_centr
         ebbi_page_free(s);
     } else {
         s->pages_seen = 0;
+        may_qualify(c, s);
         rebucket(c, s);
     }
 }

@@ -756,6 +756,10 @@ struct ebb_central {
     /* Spans being made for this class without the lock (ebbi_central_pop): the page heap
      * counts them as SMALL already, the class does not yet. */
     uint32_t growing;
+    /* No span of the class can qualify for the release of its free pages before this
+     * time (ms; a lower bound, see ebbi_central_release_pages): the pass skips the class
+     * until then instead of walking its spans. */
+    uint64_t release_due_ms;
 } EBB_ALIGN(64);
 extern struct ebb_central ebbi_central[EBB_NCLASS];
 void ebbi_central_init(void);
