@@ -450,7 +450,7 @@ size_t ebbi_central_pop(unsigned cls, size_t n, void **head, void **tail) {
             may_qualify(c, s);
         }
         ebb_assert(s->state == SPAN_SMALL && s->cls == cls && s->used <= s->objects);
-        s->pop_ms = now;
+        if (now > s->pop_ms) s->pop_ms = now; /* never back: `now` is from before a growth's unlock */
         const uintptr_t base = ebbi_span_blocks(s);
         const size_t size = ebbi_classes[cls].size;
         uint64_t *bits = ebbi_span_free_bits(s);
