@@ -42,8 +42,9 @@ static int ebb_elf_machine(const char *path) {
 
 /* Whether the word a stopped child waits on (the first argument of its system call, sc
  * as /proc/PID/syscall prints it) lies in a mapped file that is no program of this
- * machine: under an emulator that is the emulator's own code.  A lock of ebbmalloc's,
- * libc's or the program's lies in memory of this machine's programs. */
+ * machine, or in the anonymous mapping right after one (its .bss): under an emulator
+ * that is the emulator's own code and data.  A lock of ebbmalloc's, libc's or the
+ * program's lies in memory of this machine's programs. */
 static bool ebb_waits_in_emulator(pid_t pid, const char *sc) {
     unsigned long nr = 0, arg = 0;
     if (sscanf(sc, "%lu %lx", &nr, &arg) != 2) return false;
@@ -55,9 +56,20 @@ static bool ebb_waits_in_emulator(pid_t pid, const char *sc) {
     bool emu = false;
     int mine = ebb_elf_machine("/proc/self/exe");
     struct procfs_map m;
+    char before[400] = ""; /* the file of the mapping before, if it ends where m starts */
+    unsigned long long before_end = 0;
     for (const char *cur = maps; procfs_maps_next(&cur, &m);) {
-        if (arg < m.start || arg >= m.end) continue;
+        if (arg < m.start || arg >= m.end) {
+            if (m.path_len && m.path[0] == '/') {
+                snprintf(before, sizeof before, "%.*s", (int)m.path_len, m.path);
+                before_end = m.end;
+            } else {
+                before[0] = 0;
+            }
+            continue;
+        }
         snprintf(file, sizeof file, "%.*s", (int)m.path_len, m.path);
+        if (!file[0] && before[0] && before_end == m.start) snprintf(file, sizeof file, "%s", before);
         int k = file[0] ? ebb_elf_machine(file) : -1;
         emu = mine > 0 && k > 0 && k != mine;
         fprintf(stderr, "  %#lx is in %#llx-%#llx %s %s\n", arg, (unsigned long long)m.start,
