@@ -362,10 +362,12 @@ static size_t release_span_pages(struct ebb_central *c, struct ebb_span *s) {
     return done;
 }
 
+/* Not looked at since objects last came back, and its pages can go: malloc_trim takes
+ * it; the timer too once it is at most half in use (candidate) and idle long enough. */
+static bool unseen(const struct ebb_span *s) { return !s->pages_seen && pages_apply(s); }
+static bool candidate(const struct ebb_span *s) { return unseen(s) && s->used * 2 <= s->objects; }
 static bool qualifies(const struct ebb_span *s, uint64_t now, uint64_t idle_ms, bool all) {
-    if (s->pages_seen || !pages_apply(s)) return false;
-    if (all) return true;
-    return now - s->pop_ms >= idle_ms && s->used * 2 <= s->objects;
+    return all ? unseen(s) : candidate(s) && now - s->pop_ms >= idle_ms;
 }
 
 /* A span that may qualify once it has been idle long enough (it was just made, or
@@ -402,9 +404,7 @@ size_t ebbi_central_release_pages(bool all) {
             if (!all && bk > EBB_BUCKETS / 2) break;
             for (struct ebb_span *s = c->buckets[bk].head; s; s = s->next) {
                 if (!qualifies(s, now, idle_ms, all)) {
-                    if (!s->pages_seen && pages_apply(s) && s->used * 2 <= s->objects &&
-                        s->pop_ms + idle_ms < due)
-                        due = s->pop_ms + idle_ms;
+                    if (candidate(s) && s->pop_ms + idle_ms < due) due = s->pop_ms + idle_ms;
                     continue;
                 }
                 done += release_span_pages(c, s);
