@@ -148,6 +148,9 @@ void ebbi_init_slow(void) {
 __attribute__((constructor)) static void register_fork_handlers(void) {
     int saved = errno;
     pthread_atfork(fork_prepare, fork_parent, fork_child);
+#if EBB_OVERRIDE
+    ebbi_os_find_key_delete(); /* see there */
+#endif
     errno = saved;
 }
 

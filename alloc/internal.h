@@ -145,6 +145,10 @@ void ebbi_os_thread_takes_signals(void); /* the mask of the thread that started 
  * pthread_create call).  ebbi_os_pthread_create calls it (EAGAIN if it was not found). */
 void ebbi_os_find_pthread_create(void);
 int ebbi_os_pthread_create(void *thread, const void *attr, void *(*fn)(void *), void *arg);
+/* The shared library's pthread_key_delete forwards every key but ebbmalloc's to the next
+ * definition, found the same way, at load (EINVAL if not found). */
+void ebbi_os_find_key_delete(void); /* from a constructor */
+int ebbi_os_pthread_key_delete(unsigned key);
 int ebbi_os_open(const char *path, int flags, int mode); /* close-on-exec always */
 void ebbi_os_close(int fd);
 int ebbi_os_ftruncate(int fd, size_t size);
@@ -879,6 +883,9 @@ struct ebb_tcache {
     uint64_t last_tick_ms;          /* the owner's slow path last looked at the clock */
     uint64_t seen_run_ns;           /* drainer only: the owner's CPU time when last looked at */
     uint64_t seen_since_ms;         /* ... and since when it has not changed */
+    uint64_t look_after_ms;         /* drainer only: no look at its CPU time before then */
+    uint32_t look_gap_ms;           /* ... and the wait before that look (idle_long_enough) */
+    uint64_t look_tick_ms;          /* ... and last_tick_ms as the gap last saw it */
     struct ebb_tcache *prev, *next; /* on tc_all or tc_parked, under ebbi_tc_list_lock */
     struct ebb_tcache *free_next;
 };
@@ -928,8 +935,11 @@ const char *ebbi_tc_verify(void);
 /* Empty the caches of threads that sleep: those idle for EBB_RELEASE_MS (no slow path
  * and no CPU time), or, with now (tests), any that is provably not running. */
 size_t ebbi_tc_drain_idle(bool now);
+size_t ebbi_tc_drain_idle_pass(void); /* the release thread's: quiet threads due a look only */
 uint64_t ebbi_tc_idle_emptied(void);
-size_t ebbi_tc_threads(void); /* threads with a cache (a hint) */
+bool ebbi_tc_is_key(unsigned key);  /* the thread-specific key of the caches (release.c) */
+uint64_t ebbi_tc_sched_looks(void); /* reads of a quiet thread's CPU time by the drain, for tests */
+size_t ebbi_tc_threads(void);       /* threads with a cache (a hint) */
 void ebbi_tc_fork_prepare(void);
 void ebbi_tc_fork_parent(void);
 void ebbi_tc_fork_child(void);

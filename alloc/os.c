@@ -379,6 +379,35 @@ void ebbi_os_find_pthread_create(void) {
 #endif
 }
 
+#if EBB_OVERRIDE
+/* libc's pthread_key_delete, found at load (ebbi_os_find_key_delete, from a constructor:
+ * single-threaded under LD_PRELOAD, and the loader's lock, which dlsym takes, is already
+ * this thread's), not at the program's first call: a thread that deletes a key while
+ * holding a lock that a constructor run by another thread's dlopen waits for would
+ * deadlock with it there, and a successful dlsym clears the program's pending
+ * dlerror().  Found at the call only if the constructor did not run. */
+typedef int (*key_delete_fn)(pthread_key_t);
+static key_delete_fn libc_key_delete;
+static key_delete_fn find_key_delete(void) {
+    int saved = errno;
+    key_delete_fn f = (key_delete_fn)dlsym(RTLD_NEXT, "pthread_key_delete");
+    void *libc = f ? NULL : dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    if (libc) {
+        f = (key_delete_fn)dlsym(libc, "pthread_key_delete");
+        dlclose(libc);
+    }
+    errno = saved;
+    if (f) __atomic_store_n(&libc_key_delete, f, __ATOMIC_RELEASE);
+    return f;
+}
+void ebbi_os_find_key_delete(void) { find_key_delete(); }
+int ebbi_os_pthread_key_delete(unsigned key) {
+    key_delete_fn f = __atomic_load_n(&libc_key_delete, __ATOMIC_ACQUIRE);
+    if (!f && !(f = find_key_delete())) return EINVAL;
+    return f(key);
+}
+#endif
+
 int ebbi_os_pthread_create(void *thread, const void *attr, void *(*fn)(void *), void *arg) {
     ebbi_os_find_pthread_create();
     thread_create_fn f = __atomic_load_n(&libc_create, __ATOMIC_ACQUIRE);

@@ -145,7 +145,7 @@ uint64_t ebbi_release_bg_passes(void) { return __atomic_load_n(&bg_passes, __ATO
  * old as their idleness, so the spans it frees go back in the same pass). */
 static void bg_pass(void) {
     uint64_t t = ebbi_now_ms();
-    size_t drained = ebbi_tc_drain_idle(false);
+    size_t drained = ebbi_tc_drain_idle_pass();
     release_pass(ebbi_now_ms(), atomic_exchange(&pressure, 0));
     if (drained) {
         ebbi_lock(&ebbi_ph_lock);
@@ -314,7 +314,7 @@ static bool first_counted;
 static sigset_t last_mask;
 static bool have_last_mask;
 static pthread_key_t end_key;
-static bool end_key_made;
+static bool end_key_created, end_key_made; /* made; and in use (below KEYS_INLINE) */
 
 static void end_of_thread(void *v) {
     (void)v;
@@ -332,15 +332,16 @@ static void end_of_thread(void *v) {
  * the first pthread_setspecific of a thread callocs a block for it.  That calloc would
  * come here under the initialisation's lock, or in a new thread without a cache, where
  * the cache's own pthread_setspecific (the same block, not reentrant) would be lost.  So
- * a key above goes back, and the release thread's end is found in /proc as in the ebb_
- * API library (proc_alone): only a program that made 32 keys before its first malloc. */
+ * a key above is never given a value, and the release thread's end is found in /proc as
+ * in the ebb_ API library (proc_alone): only a program that made 32 keys before its
+ * first malloc. */
 #define KEYS_INLINE 32
 static void count_first_thread(void) {
-    end_key_made = pthread_key_create(&end_key, end_of_thread) == 0;
-    if (end_key_made && end_key >= KEYS_INLINE) {
-        pthread_key_delete(end_key);
-        end_key_made = false;
-    }
+    __atomic_store_n(&end_key_created, pthread_key_create(&end_key, end_of_thread) == 0, __ATOMIC_RELEASE);
+    /* One above stays made but unused (no value, so its destructor never runs): deleting
+     * it would take a call that finds libc's pthread_key_delete with dlsym, which is not
+     * safe here (see ebbi_os_find_pthread_create). */
+    end_key_made = end_key_created && end_key < KEYS_INLINE;
     first_counted =
         end_key_made && ebbi_os_gettid() == ebbi_os_getpid() && pthread_setspecific(end_key, (void *)1) == 0;
     threads_alive = first_counted;
@@ -479,6 +480,20 @@ EBB_EXPORT int pthread_create(pthread_t *restrict thread, const pthread_attr_t *
         end_of_thread(NULL);
     }
     return r;
+}
+
+/* A program may delete only the keys it made.  One that deletes a key it never made (a
+ * static pthread_key_t left at 0 and deleted by a cleanup that runs whether or not its
+ * pthread_key_create did) could delete one of ebbmalloc's: ended threads' caches would
+ * then stay lost, and the release thread would never see the last thread end.  For
+ * ebbmalloc's keys the answer is glibc's for a key not in use, EINVAL, and they stay.
+ * (A stray delete in one thread while another's first allocator call is making the key
+ * of the same number is forwarded, and deletes it: only with threads started before
+ * the first malloc, whose keys the program cannot know of.) */
+EBB_EXPORT int pthread_key_delete(pthread_key_t key) {
+    if ((__atomic_load_n(&end_key_created, __ATOMIC_ACQUIRE) && key == end_key) || ebbi_tc_is_key(key))
+        return EINVAL;
+    return ebbi_os_pthread_key_delete(key);
 }
 #define maybe_start_background() ((void)0)
 #else

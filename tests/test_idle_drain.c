@@ -84,7 +84,9 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int stage; /* 1: worker filled its cache and parks; 2: main wakes it; 3: worker done */
 static int worker_ok;
-static int quiet_exit; /* the worker exits when woken, its emptied record never taken back */
+static int quiet_exit;          /* the worker exits when woken, its emptied record never taken back */
+static _Atomic int keep_waking; /* the worker wakes every 2 ms without allocating until cleared */
+static _Atomic int waking;      /* ... and says it has started to */
 
 #define KEEP 64
 #define CHURN_DEPTH 12
@@ -120,6 +122,15 @@ static void *parked_worker(void *arg) {
     }
     if (quiet_exit)
         for (int i = 0; i < KEEP; i++) ebb_free(keep[i]);
+    if (keep_waking) { /* a timer thread: runs a little every 2 ms, no malloc or free */
+        waking = 1;
+        volatile unsigned spin = 0;
+        while (keep_waking) {
+            struct timespec ts = {0, 2 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            for (int i = 0; i < 20000; i++) spin += (unsigned)i;
+        }
+    }
     pthread_mutex_lock(&mu);
     stage = 1;
     pthread_cond_broadcast(&cv);
@@ -150,15 +161,24 @@ static void *parked_worker(void *arg) {
     return NULL;
 }
 
-static pthread_t start_parked(void) {
+static pthread_t launch_worker(void) {
     pthread_t t;
     stage = 0;
     worker_ok = 0;
     assert_int_equal(pthread_create(&t, NULL, parked_worker, NULL), 0);
+    return t;
+}
+
+static void wait_parked(void) {
     pthread_mutex_lock(&mu);
     while (stage < 1) pthread_cond_wait(&cv, &mu);
     pthread_mutex_unlock(&mu);
     usleep(20 * 1000); /* let it reach its wait */
+}
+
+static pthread_t start_parked(void) {
+    pthread_t t = launch_worker();
+    wait_parked();
     return t;
 }
 
@@ -394,6 +414,46 @@ static void release_thread_empties_an_idle_cache(void **st) {
     printf("# idle cache emptied %llu ms after EBB_RELEASE_MS went to 200 (%zu of %zu bytes stayed)\n",
            (unsigned long long)(ms_now() - t0), left, held);
     assert_true(left <= kept);
+    wake_and_join(t);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
+}
+
+/* A thread that keeps waking without allocating (a timer thread, a pool thread that
+ * polls, a JVM's periodic task) is never idle, and its CPU time is read less and less
+ * often: a few reads over 30 passes of the release thread, not one at each pass (with
+ * 300 such threads that was 1.7% of a CPU).  Once it stops waking and sleeps, its cache
+ * is still emptied, within two of the longest waits between reads (8 times
+ * EBB_RELEASE_MS each: 3.2 s here) and a pass; 8 s are allowed for a loaded machine. */
+static void a_thread_that_keeps_waking_is_looked_at_less_often(void **st) {
+    (void)st;
+    ebb_free(ebb_malloc(1)); /* initialised: options set now stay set */
+    int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 200); /* a pass every 100 ms */
+    ebb_free(ebb_malloc(4 << 20));             /* the release thread runs */
+    keep_waking = 1;
+    waking = 0;
+    pthread_t t = launch_worker();
+    uint64_t t0 = ms_now();
+    while (!waking && ms_now() - t0 < 10000) usleep(1000);
+    assert_true(waking);
+    ebbi_tc_flush_self();
+    size_t held = cached(), kept = two_per_list();
+    assert_true(held >= 4 * kept);
+    uint64_t p0 = ebbi_release_bg_passes(), l0 = ebbi_tc_sched_looks();
+    t0 = ms_now();
+    while (ebbi_release_bg_passes() - p0 < 30 && ms_now() - t0 < 30000) usleep(20 * 1000);
+    uint64_t passes = ebbi_release_bg_passes() - p0, looks = ebbi_tc_sched_looks() - l0;
+    printf("# %llu passes of the release thread read a waking thread's CPU time %llu times\n",
+           (unsigned long long)passes, (unsigned long long)looks);
+    assert_true(passes >= 30);
+    assert_true(looks <= 12);     /* at every pass: 28 or more */
+    assert_true(cached() > kept); /* it ran all the time: never emptied */
+    keep_waking = 0;
+    wait_parked();
+    uint64_t parked_at = ms_now();
+    while (cached() > kept && ms_now() - parked_at < 8000) usleep(20 * 1000);
+    printf("# emptied %llu ms after it stopped waking\n", (unsigned long long)(ms_now() - parked_at));
+    assert_true(cached() <= kept);
     wake_and_join(t);
     ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
 }
@@ -702,6 +762,7 @@ int main(void) {
         cmocka_unit_test(a_written_over_link_stops_the_drain_not_the_process),
         cmocka_unit_test(trim_spares_a_busy_threads_cache),
         cmocka_unit_test(release_thread_empties_an_idle_cache),
+        cmocka_unit_test(a_thread_that_keeps_waking_is_looked_at_less_often),
         cmocka_unit_test(drain_races_with_waking_owners),
         cmocka_unit_test(drain_while_stopped_anywhere),
     };
