@@ -362,19 +362,27 @@ static thread_create_fn libc_create;
 static thread_create_fn libc_create = pthread_create;
 #endif
 
-void ebbi_os_find_pthread_create(void) {
 #if EBB_OVERRIDE
-    if (__atomic_load_n(&libc_create, __ATOMIC_ACQUIRE)) return;
+/* The next definition of a function this library also defines, after it (another
+ * preloaded wrapper, or libc's); where this library came after libc (dlopen), libc's
+ * own.  NULL if there is none.  Keeps errno. */
+static void *next_definition(const char *name) {
     int saved = errno;
-    /* The next definition after this library (another preloaded wrapper, or libc's);
-     * where this library came after libc (dlopen), libc's own. */
-    thread_create_fn f = (thread_create_fn)dlsym(RTLD_NEXT, "pthread_create");
+    void *f = dlsym(RTLD_NEXT, name);
     void *libc = f ? NULL : dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
     if (libc) {
-        f = (thread_create_fn)dlsym(libc, "pthread_create");
+        f = dlsym(libc, name);
         dlclose(libc);
     }
     errno = saved;
+    return f;
+}
+#endif
+
+void ebbi_os_find_pthread_create(void) {
+#if EBB_OVERRIDE
+    if (__atomic_load_n(&libc_create, __ATOMIC_ACQUIRE)) return;
+    thread_create_fn f = (thread_create_fn)next_definition("pthread_create");
     if (f) __atomic_store_n(&libc_create, f, __ATOMIC_RELEASE);
 #endif
 }
@@ -389,14 +397,7 @@ void ebbi_os_find_pthread_create(void) {
 typedef int (*key_delete_fn)(pthread_key_t);
 static key_delete_fn libc_key_delete;
 static key_delete_fn find_key_delete(void) {
-    int saved = errno;
-    key_delete_fn f = (key_delete_fn)dlsym(RTLD_NEXT, "pthread_key_delete");
-    void *libc = f ? NULL : dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-    if (libc) {
-        f = (key_delete_fn)dlsym(libc, "pthread_key_delete");
-        dlclose(libc);
-    }
-    errno = saved;
+    key_delete_fn f = (key_delete_fn)next_definition("pthread_key_delete");
     if (f) __atomic_store_n(&libc_key_delete, f, __ATOMIC_RELEASE);
     return f;
 }

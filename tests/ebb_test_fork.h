@@ -16,6 +16,7 @@
  * Header-only (each test includes it once); /proc is read through lib/procfs. */
 #ifndef EBB_TEST_FORK_H
 #define EBB_TEST_FORK_H
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -130,5 +131,32 @@ static bool ebb_emulator_retry(int rc) {
     if (rc != EBB_CHILD_IN_EMULATOR || ++hangs > EBB_EMULATOR_RETRIES) return false;
     fprintf(stderr, "  forked again (%d of at most %d)\n", (int)hangs, EBB_EMULATOR_RETRIES);
     return true;
+}
+
+/* A process whose first thread ends with pthread_exit while a second still runs (for
+ * 200 ms, then an allocation) must end when that one does: a forked child does that,
+ * running `then` (if not NULL) once the second thread is started.  Returns
+ * ebb_wait_child's verdict (0: it ended with status 0), forked again on the emulator's
+ * hang. */
+static void *ebb_linger_(void *arg) {
+    (void)arg;
+    usleep(200 * 1000);
+    free(malloc(64));
+    return NULL;
+}
+__attribute__((unused)) static int ebb_ends_after_pthread_exit(void (*then)(void)) {
+    int rc;
+    do {
+        pid_t pid = fork();
+        if (pid < 0) return EBB_CHILD_HUNG;
+        if (pid == 0) {
+            pthread_t c;
+            if (pthread_create(&c, NULL, ebb_linger_, NULL)) _exit(4);
+            if (then) then();
+            pthread_exit(NULL);
+        }
+        rc = ebb_wait_child(pid, NULL);
+    } while (ebb_emulator_retry(rc));
+    return rc;
 }
 #endif

@@ -81,11 +81,8 @@ static void a_pending_dlerror_stays(void **st) {
     assert_non_null(strstr(err, "libebb-test-no-such-library.so"));
 }
 
-static void *linger(void *arg) {
-    (void)arg;
-    usleep(200 * 1000);
-    free(malloc(64));
-    return NULL;
+static void delete_stray_keys(void) {
+    for (unsigned k = 0; k < STRAY; k++) pthread_key_delete(k);
 }
 
 /* Stray deletes while a second thread runs, then the first thread ends with pthread_exit
@@ -93,17 +90,7 @@ static void *linger(void *arg) {
  * deleted, the second thread's end would never be counted). */
 static void process_still_ends_when_its_last_thread_does(void **st) {
     (void)st;
-again:;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        pthread_t c;
-        if (pthread_create(&c, NULL, linger, NULL)) _exit(4);
-        for (unsigned k = 0; k < STRAY; k++) pthread_key_delete(k); /* while it runs */
-        pthread_exit(NULL);
-    }
-    int rc = ebb_wait_child(pid, NULL);
-    if (ebb_emulator_retry(rc)) goto again;
+    int rc = ebb_ends_after_pthread_exit(delete_stray_keys);
     if (rc == EBB_CHILD_HUNG) fail_msg("the child's last program thread ended, the child did not");
     assert_int_equal(rc, 0);
 }

@@ -82,27 +82,11 @@ static void threads_caches_go_back_and_keys_keep_values(void **st) {
     assert_int_equal(caches_alive(), before);
 }
 
-static void *linger(void *arg) {
-    (void)arg;
-    usleep(200 * 1000);
-    free(malloc(64));
-    return NULL;
-}
-
 /* The first thread ends with pthread_exit while another still runs, which ends later:
  * the process must end then. */
 static void process_ends_when_its_last_thread_does(void **st) {
     (void)st;
-again:;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        pthread_t c;
-        if (pthread_create(&c, NULL, linger, NULL)) _exit(4);
-        pthread_exit(NULL);
-    }
-    int rc = ebb_wait_child(pid, NULL);
-    if (ebb_emulator_retry(rc)) goto again;
+    int rc = ebb_ends_after_pthread_exit(NULL);
     if (rc == EBB_CHILD_HUNG) fail_msg("the child's last program thread ended, the child did not");
     assert_int_equal(rc, 0);
 }
