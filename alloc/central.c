@@ -384,6 +384,8 @@ size_t ebbi_central_release_pages(bool all) {
     /* Inside a huge page, a kernel page given back splits it: twice as long, as for the
      * page heap's free ranges smaller than a huge page. */
     uint64_t idle_ms = (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) * (ebbi_thp_active ? 2 : 1);
+    /* A program that works in bursts uses these pages again in its next one (page_heap.c). */
+    if (!all && ebbi_page_bursting()) return 0;
     for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
         struct ebb_central *c = &ebbi_central[cls];
         ebbi_lock(&c->lock);

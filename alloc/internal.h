@@ -689,6 +689,7 @@ struct ebb_page_heap_stats {
     size_t refault_bytes;              /* of those, released less than EBB_RELEASE_MS before */
     size_t refault_pressed;            /* of those, released by the trade or the cap (and not trimmed) */
     size_t reuse_floor;                /* kept resident for refaults (page_heap.c), read now */
+    size_t burst_floor;                /* kept resident by the timer for bursts (page_heap.c), read now */
     uint64_t reuse_fed_ms;             /* when the reuse floor was last fed */
     size_t grown_total;                /* mapped by grow(), ever */
     size_t direct_total;               /* mapped for blocks of their own, ever */
@@ -721,6 +722,7 @@ size_t ebbi_page_release_since_locked(uint64_t since_ms);
 void ebbi_page_heap_stats(struct ebb_page_heap_stats *st); /* locks itself */
 /* The reuse floor as it would be at `now` (ebbi_now_ms's clock), for tests; locks itself. */
 size_t ebbi_page_reuse_floor_at(uint64_t now);
+bool ebbi_page_bursting(void);           /* the timer keeps memory for the next burst (page_heap.c) */
 uint64_t ebbi_page_oldest_free_ms(void); /* caller holds the lock */
 void ebbi_page_release_map_locked(void); /* page-map pages inside released spans go back */
 const char *ebbi_page_heap_verify(void); /* NULL when consistent */

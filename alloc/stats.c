@@ -272,6 +272,7 @@ static void stats_report(int fd) {
     o += line(b + o, n - o, "faulted in       ", ph.faulted_bytes);
     o += line(b + o, n - o, " refaulted       ", ph.refault_bytes);
     o += line(b + o, n - o, "reuse floor      ", ph.reuse_floor);
+    o += line(b + o, n - o, "burst floor      ", ph.burst_floor);
     o += line(b + o, n - o, "cgroup limit     ", st.cgroup_limit);
     o += line(b + o, n - o, "soft limit       ", st.soft_limit);
     o += line(b + o, n - o, "cgroup cpus x100 ", (size_t)(ebbi_cgroup_cpus() * 100));

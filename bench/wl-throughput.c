@@ -24,6 +24,10 @@
  *  realloc         one thread grows 256 buffers with realloc, by 1/8 to 1/4 each time,
  *                  writing what was added, up to a size drawn for each buffer from 64 B
  *                  to 4 MiB (string builders, growing arrays); then frees and restarts it
+ *  pauses          two threads work in bursts (16 MiB each of 16 B .. 16 KiB blocks,
+ *                  allocated, written and freed four times, half by the other thread)
+ *                  with 1.5 s pauses between them, not timed (a service polled every few
+ *                  seconds, a batch job's rounds)
  *
  * Each section reports "result NAME OPS NS minflt=.. majflt=.." (wl_common.h).
  * "--only LIST" runs the named sections (comma-separated; "larson" is larson-2t and
@@ -115,10 +119,10 @@ __attribute__((noinline)) static void burst_loop(uint64_t rounds) {
 }
 
 static struct {
-    uint64_t iters, larson_ops, msgs, large_iters, bulk_rounds, reallocs;
+    uint64_t iters, larson_ops, msgs, large_iters, bulk_rounds, reallocs, pause_rounds;
     bool null_alloc;
     bool large_write_all; /* large: every byte, not one byte per 4 KiB page */
-} P = {50000000, 10000000, 4000000, 1000, 10, 2000000, false, false};
+} P = {50000000, 10000000, 4000000, 1000, 10, 2000000, 10, false, false};
 
 static void use_null_allocator(void) {
     if (P.null_alloc) {
@@ -602,6 +606,81 @@ static void run_realloc(void) {
     for (unsigned i = 0; i < REALLOC_BUFS; i++) free(b[i].p);
 }
 
+/* ------------------------------------------------------------------ pauses */
+/* A program that works in bursts with pauses between them (a service polled every few
+ * seconds, a batch job's rounds; mimalloc-bench's rptest is one): two threads, and in
+ * each burst PAUSE_CYCLES times each allocates PAUSE_N blocks of 16 B-16 KiB (about
+ * 16 MiB), writes their first bytes and one byte in each 4 KiB page, and frees them in
+ * a shuffled order, half of them the other thread's.  Then both wait PAUSE_MS (1.5 s:
+ * longer than a time-based release of idle memory at 1 s, shorter than a 10 s decay), not
+ * timed: the time is that of the bursts, and the faults are what the pauses gave back
+ * and the bursts faulted in again. */
+#define PAUSE_N 2048
+#define PAUSE_CYCLES 4
+#define PAUSE_MS 1500
+static struct {
+    pthread_barrier_t bar;
+    char *blk[2][PAUSE_N];
+    uint64_t busy_ns;
+} pz;
+
+static void *pause_worker(void *arg) {
+    const unsigned me = (unsigned)(uintptr_t)arg, other = me ^ 1;
+    struct wl_rng r;
+    wl_rng_seed(&r, seed, 0x9a05, me);
+    static _Thread_local uint32_t order[PAUSE_N];
+    for (uint64_t round = 0; round < P.pause_rounds; round++) {
+        pthread_barrier_wait(&pz.bar);
+        uint64_t t0 = wl_now_ns();
+        for (unsigned c = 0; c < PAUSE_CYCLES; c++) {
+            for (unsigned i = 0; i < PAUSE_N; i++) {
+                size_t n = 16 + (size_t)wl_below(&r, 16384 - 16 + 1);
+                char *p = malloc(n);
+                if (!p) exit(1);
+                memset(p, (int)(i & 0xff), n < 16 ? n : 16);
+                for (size_t off = 4096; off < n; off += 4096) p[off] = 1;
+                p[n - 1] = 1;
+                pz.blk[me][i] = p;
+            }
+            pthread_barrier_wait(&pz.bar);
+            for (unsigned i = 0; i < PAUSE_N; i++) order[i] = i;
+            for (unsigned i = PAUSE_N - 1; i > 0; i--) {
+                unsigned j = (unsigned)wl_below(&r, i + 1), t = order[i];
+                order[i] = order[j], order[j] = t;
+            }
+            for (unsigned k = 0; k < PAUSE_N; k++) { /* even blocks its own, odd the other's */
+                unsigned i = order[k];
+                char *p = pz.blk[(i & 1) ? other : me][i];
+                if ((unsigned char)p[0] != (i & 0xff)) {
+                    fprintf(stderr, "throughput: pauses block %u holds %u\n", i, (unsigned char)p[0]);
+                    exit(1);
+                }
+                free(p);
+            }
+            pthread_barrier_wait(&pz.bar);
+        }
+        if (me == 0) pz.busy_ns += wl_now_ns() - t0;
+        if (round + 1 < P.pause_rounds && me == 0) {
+            struct timespec ts = {PAUSE_MS / 1000, (PAUSE_MS % 1000) * 1000000L};
+            while (nanosleep(&ts, &ts) != 0) {}
+        }
+    }
+    return NULL;
+}
+
+static void run_pauses(void) {
+    pthread_barrier_init(&pz.bar, NULL, 2);
+    pz.busy_ns = 0;
+    struct wl_faults f0 = wl_faults_now();
+    pthread_t t[2];
+    for (uintptr_t i = 0; i < 2; i++)
+        if (pthread_create(&t[i], NULL, pause_worker, (void *)i)) exit(1);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    /* the bursts' time alone: a start that far back */
+    wl_result("pauses", P.pause_rounds * PAUSE_CYCLES * PAUSE_N * 4, wl_now_ns() - pz.busy_ns, f0);
+    pthread_barrier_destroy(&pz.bar);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static const struct section {
@@ -620,13 +699,14 @@ static const struct section {
     {"large", run_large},
     {"bulk", run_bulk},
     {"realloc", run_realloc},
+    {"pauses", run_pauses},
 };
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 static void usage(void) {
     fprintf(stderr, "usage: ebb-wl-throughput [--quick|--long] [--only SECTION,...] [--iters N] "
                     "[--larson-ops N] [--msgs N] [--large-iters N] [--large-write-all] [--bulk-rounds N] "
-                    "[--reallocs N] [--null] [--seed S] "
+                    "[--reallocs N] [--pause-rounds N] [--null] [--seed S] "
                     "[--sync]\n"
                     "sections:");
     for (size_t i = 0; i < N_SECTIONS; i++) fprintf(stderr, " %s", sections[i].name);
@@ -665,6 +745,7 @@ int main(int argc, char **argv) {
             P.large_iters = 300;
             P.bulk_rounds = 4;
             P.reallocs = 300000;
+            P.pause_rounds = 6;
         } else if (wl_arg_is(a, "--long")) {
             P.iters *= 5;
             P.larson_ops *= 5;
@@ -672,6 +753,7 @@ int main(int argc, char **argv) {
             P.large_iters *= 5;
             P.bulk_rounds *= 5;
             P.reallocs *= 5;
+            P.pause_rounds *= 2;
         } else if (wl_arg_is(a, "--iters")) P.iters = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--larson-ops")) P.larson_ops = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--msgs")) P.msgs = wl_arg_num(argc, argv, &i);
@@ -679,6 +761,7 @@ int main(int argc, char **argv) {
         else if (wl_arg_is(a, "--large-write-all")) P.large_write_all = true;
         else if (wl_arg_is(a, "--bulk-rounds")) P.bulk_rounds = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--reallocs")) P.reallocs = wl_arg_num(argc, argv, &i);
+        else if (wl_arg_is(a, "--pause-rounds")) P.pause_rounds = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--seed")) seed = wl_arg_num(argc, argv, &i);
         else if (wl_arg_is(a, "--only") && i + 1 < argc) only = argv[++i];
         else if (wl_arg_is(a, "--null")) P.null_alloc = true;

@@ -100,8 +100,8 @@ static int jvm_workload(struct bench_part *p) {
 /* The sections ebb-bench throughput runs, each in its own process (so peak RSS and
  * faults are the section's own); fastpath-burst is measured by ebb-bench fastpath. */
 static const char *const throughput_sections[] = {
-    "fastpath", "larson-2t", "larson-8t", "larson-sizes", "threads-64", "threads-256",
-    "pipeline", "prodcons",  "large",     "bulk",         "realloc",    NULL,
+    "fastpath", "larson-2t", "larson-8t", "larson-sizes", "threads-64", "threads-256", "pipeline",
+    "prodcons", "large",     "bulk",      "realloc",      "pauses",     NULL,
 };
 
 static bool section_wanted(const char *name) {

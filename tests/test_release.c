@@ -377,6 +377,102 @@ static void reuse_floor_keeps_refaulted_memory_while_it_lasts(void **st) {
     reuse_floor_run();
 }
 
+/* Bursts (page_heap.c): pages the timer gave back in a pause that are faulted in again
+ * within 8 windows of EBB_RELEASE_MS mark a program that works in bursts; the timer then keeps as
+ * much free memory resident as the pages in use fell below their recent highest point,
+ * so the next burst faults nothing in, and the state ends 8 windows after the last
+ * refault or use of kept memory.  A load that came once keeps nothing.  The timer's rule
+ * is applied here directly, with a cutoff just ahead of the clock (every free span counts
+ * as old enough), under a window of an hour, so nothing depends on the machine's speed. */
+static size_t timer_pass_now(void) {
+    ebbi_lock(&ebbi_ph_lock);
+    size_t r = ebbi_page_release_locked(ebbi_now_ms() + 1, SIZE_MAX, EBB_WHY_TIMER);
+    ebbi_unlock(&ebbi_ph_lock);
+    ebbi_page_release_finish();
+    return r;
+}
+/* The same in a pause: no pages taken for half a window (of 200 ms for this). */
+static size_t timer_pass_in_a_pause(void) {
+    int64_t w = ebbi_opt(EBB_OPT_RELEASE_MS);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 200);
+    uint64_t t0 = ebbi_now_ms();
+    while (ebbi_now_ms() - t0 < 110) usleep(1000);
+    size_t r = timer_pass_now();
+    ebbi_options_set(EBB_OPT_RELEASE_MS, w);
+    return r;
+}
+enum { BURST_B = 1 << 20, BURST_N = 16 };
+static void burst_of_blocks(void **p) {
+    for (int i = 0; i < BURST_N; i++) {
+        p[i] = ebb_malloc(BURST_B);
+        assert_non_null(p[i]);
+        touch(p[i], BURST_B);
+        memset(p[i], i + 1, 64);
+    }
+    for (int i = 0; i < BURST_N; i++) {
+        assert_int_equal(((unsigned char *)p[i])[63], i + 1);
+        ebb_free(p[i]);
+    }
+}
+static void timer_keeps_memory_between_bursts(void **st) {
+    (void)st;
+    install_fake();
+    int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 3600 * 1000);
+    ebb_malloc_trim(0); /* no burst state, nothing free */
+    void *p[BURST_N];
+    const size_t all = (size_t)BURST_N * BURST_B;
+    struct ebb_page_heap_stats s;
+    /* Released while the program is busy (pages were just taken), then faulted in
+     * again: no evidence of pauses. */
+    burst_of_blocks(p);
+    size_t gave = timer_pass_now();
+    assert_true(gave >= all);
+    burst_of_blocks(p);
+    assert_false(ebbi_page_bursting());
+    /* A burst, then a pause: the timer gives it all back. */
+    gave = timer_pass_in_a_pause();
+    printf("# first pause: the timer gave back %zu KiB\n", gave >> 10);
+    assert_true(gave >= all);
+    assert_false(ebbi_page_bursting());
+    /* The second burst faults it in again: bursts are recognised. */
+    burst_of_blocks(p);
+    assert_true(ebbi_page_bursting());
+    ebbi_page_heap_stats(&s);
+    printf("# second pause: burst floor %zu KiB, %zu KiB free and resident\n", s.burst_floor >> 10,
+           s.free_res >> 10);
+    assert_true(s.burst_floor >= all);
+    assert_true(s.burst_floor <= all + (2 << 20)); /* what the pages in use fell by */
+    fake_bytes = 0;
+    gave = timer_pass_now();
+    ebbi_page_heap_stats(&s);
+    assert_true(s.free_res >= all); /* kept for the next burst */
+    assert_true(fake_bytes < all);
+    /* The third burst takes kept memory: nothing is faulted in, and the state lasts. */
+    size_t faulted = s.faulted_bytes;
+    burst_of_blocks(p);
+    ebbi_page_heap_stats(&s);
+    printf("# third burst: %zu KiB faulted in\n", (s.faulted_bytes - faulted) >> 10);
+    assert_true(s.faulted_bytes - faulted < BURST_B);
+    assert_true(ebbi_page_bursting());
+    /* The bursts stop: 8 windows later (of 1 ms now) the state ends and the timer gives
+     * the memory back. */
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 1);
+    uint64_t t0 = ms_now(), ended = 0;
+    while (ms_now() - t0 < 5000) {
+        if (!ebbi_page_bursting()) {
+            ended = ms_now();
+            break;
+        }
+        usleep(1000);
+    }
+    assert_true(ended != 0);
+    gave = timer_pass_now();
+    printf("# after the bursts: the timer gave back %zu KiB\n", gave >> 10);
+    assert_true(gave >= all);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
+}
+
 /* In a cgroup the floor is at most 1/16 of its memory limit, as the cap's own floor is:
  * with a limit of 1.5 GiB, 96 MiB of the ~124 MiB faulted in again.  The page heap's
  * bound is set with ebbi_cgroup_limit_set (no soft limit is derived from it here: this
@@ -785,6 +881,7 @@ int main(void) {
         cmocka_unit_test(sizes_that_come_back_stay_resident),
         cmocka_unit_test(refaulted_holes_stop_the_trade),
         cmocka_unit_test(reuse_floor_keeps_refaulted_memory_while_it_lasts),
+        cmocka_unit_test(timer_keeps_memory_between_bursts),
         cmocka_unit_test_teardown(reuse_floor_is_bounded_by_the_cgroup_limit, limit_put_back),
         cmocka_unit_test(malloc_trim_drops_rss_now),
         cmocka_unit_test(free_pages_capped_by_pages_in_use),
