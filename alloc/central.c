@@ -384,8 +384,20 @@ size_t ebbi_central_release_pages(bool all) {
     /* Inside a huge page, a kernel page given back splits it: twice as long, as for the
      * page heap's free ranges smaller than a huge page. */
     uint64_t idle_ms = (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) * (ebbi_thp_active ? 2 : 1);
-    /* A program that works in bursts uses these pages again in its next one (page_heap.c). */
-    if (!all && ebbi_page_bursting()) return 0;
+    /* A program that works in bursts uses these pages again in its next one: they stay
+     * while every free object of the tier fits in the room the free-page cap leaves
+     * (page_heap.c), read before any central lock is taken (the page heap lock comes
+     * after a central one). */
+    size_t room = all ? 0 : ebbi_page_burst_room();
+    if (room) {
+        size_t free_bytes = 0;
+        for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+            ebbi_lock(&ebbi_central[cls].lock);
+            free_bytes += ebbi_central[cls].free_objects * ebbi_classes[cls].size;
+            ebbi_unlock(&ebbi_central[cls].lock);
+        }
+        if (free_bytes <= room) return 0;
+    }
     for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
         struct ebb_central *c = &ebbi_central[cls];
         ebbi_lock(&c->lock);

@@ -722,7 +722,8 @@ size_t ebbi_page_release_since_locked(uint64_t since_ms);
 void ebbi_page_heap_stats(struct ebb_page_heap_stats *st); /* locks itself */
 /* The reuse floor as it would be at `now` (ebbi_now_ms's clock), for tests; locks itself. */
 size_t ebbi_page_reuse_floor_at(uint64_t now);
-bool ebbi_page_bursting(void);           /* the timer keeps memory for the next burst (page_heap.c) */
+bool ebbi_page_bursting(void);           /* the timer keeps memory for the next burst (page_heap.c; tests) */
+size_t ebbi_page_burst_room(void);       /* ... and what the central tier may keep for it */
 uint64_t ebbi_page_oldest_free_ms(void); /* caller holds the lock */
 void ebbi_page_release_map_locked(void); /* page-map pages inside released spans go back */
 const char *ebbi_page_heap_verify(void); /* NULL when consistent */

@@ -261,13 +261,17 @@ static size_t reuse_floor(uint64_t now);
  * again a moment later: on the arena-creep benchmark (2 CPUs, 5 runs) a floor of 8 MiB
  * made the load phase 1.11x glibc's time, 32 MiB 1.03x, 64 MiB 0.95x, with the same
  * peak RSS (the timer in release.c, not this cap, brings an idle process down). */
-static void check_free_ratio(uint64_t now) {
+static size_t free_cap(void) {
     size_t floor = EBB_FREE_FLOOR, lim = (size_t)ebbi_cgroup_limit() / 16;
     if (lim && lim < floor) floor = lim;
     if ((size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) > floor) floor = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD);
     size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
     size_t cap = used / EBB_FREE_RATIO;
-    if (cap < floor) cap = floor;
+    return cap < floor ? floor : cap;
+}
+
+static void check_free_ratio(uint64_t now) {
+    size_t cap = free_cap();
     /* Free memory in no whole kernel page cannot go back: it does not drive releases. */
     size_t releasable = ebbi_ph_stats.free_res - ebbi_ph_stats.unreleasable;
     size_t reuse = reuse_floor(now);
@@ -489,12 +493,13 @@ static uint64_t reuse_fed_ms; /* when it was last fed */
  * given back by the timer in every pause, and pays a fault per kernel page for it again
  * in every burst.  Such a program is recognised when pages the timer gave back in a
  * pause (no pages taken for half a window) are faulted in again within BURST_SPAN
- * (8 x EBB_RELEASE_MS): the timer then keeps as much
- * free memory resident as the pages in use fell below their highest point of the last
- * BURST_SPAN (the burst floor), and the central tier keeps the free pages of its live
- * spans (ebbi_page_bursting).  The burst state lasts BURST_SPAN after the last such
- * refault, or the last time a request took free memory older than EBB_RELEASE_MS (memory
- * only the floor kept: a floor that holds memory back sees no refaults), or twice the
+ * (8 x EBB_RELEASE_MS), a quarter of what the pauses gave back and at least 1 MiB (a
+ * heartbeat that takes a span is no evidence): the timer then keeps as much free memory
+ * resident as the heap's pages in use fell below their highest point of the last
+ * BURST_SPAN (the burst floor).  The burst state lasts BURST_SPAN after the last such
+ * refault, or the last time a request took free memory older than EBB_RELEASE_MS while
+ * the timer's last pass had stopped at the floor (memory only the floor kept: a floor
+ * that holds memory back sees no refaults), or twice the
  * longest pause between those if that is longer (up to BURST_SPAN_MAX: bursts 8 s apart
  * keep the state across their pauses), so RSS falls at most that long after the bursts
  * stop instead of after EBB_RELEASE_MS; a program whose load comes once (a load, then
@@ -502,15 +507,19 @@ static uint64_t reuse_fed_ms; /* when it was last fed */
  * is bounded by the cap (free memory above 1/EBB_FREE_RATIO of what is in use, and above
  * 64 MiB, goes back whatever its age) and, in a cgroup, by 1/16 of the memory limit;
  * malloc_trim and the soft limit end the state.  Only the page heap's own timer releases
- * count as evidence (not the central tier's pages of live spans).
- * rptest (mimalloc-bench: 2 threads, bursts 4-8 s apart) faulted 12-23 thousand pages
- * without it and 8-13 thousand with it; ebb-bench throughput's `pauses` 59.5 thousand and
- * 20.8 thousand (README).  Under ebbi_ph_lock, as everything here. */
+ * count as evidence.  The central tier keeps the free pages of its live spans too while
+ * all its free objects fit in what the cap leaves (ebbi_page_burst_room).
+ * rptest (mimalloc-bench: 2 threads, bursts 4-8 s apart) faulted 14-21 thousand pages
+ * without it and 9.5-12 thousand with it; ebb-bench throughput's `pauses` 59.5 thousand
+ * and 20.6 thousand (README).  Under ebbi_ph_lock, as everything here. */
 #define BURST_SPAN(ms) (8 * (ms))
 #define BURST_SPAN_MAX(ms) (32 * (ms))
 static uint64_t burst_fed_ms;  /* the last refault or use of kept memory; 0: none */
 static uint64_t burst_gap_ms;  /* the longest pause between two of those seen lately */
-static size_t timer_gave;      /* what the timer released in the BURST_SPAN up to timer_gave_ms */
+static size_t timer_gave;      /* what the timer released in the BURST_SPAN up to timer_gave_ms... */
+static size_t timer_gave_sum;  /* ... of which this much since the count started */
+static size_t timer_back;      /* and how much of it was faulted in again */
+static bool burst_held;        /* the timer's last pass stopped at the burst floor */
 static uint64_t timer_gave_ms; /* its last release */
 static uint64_t last_take_ms;  /* pages were last handed out */
 static size_t win_peak;        /* the highest pages in use seen in the last BURST_SPAN... */
@@ -523,8 +532,10 @@ static uint64_t burst_span(void) {
     if (2 * burst_gap_ms > span) span = 2 * burst_gap_ms;
     return span < BURST_SPAN_MAX(w) ? span : BURST_SPAN_MAX(w);
 }
+/* Pages of the heap in use (blocks with mappings of their own leave nothing free). */
 static size_t used_now(void) {
-    return ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
+    return ebbi_ph_stats.mapped - ebbi_ph_stats.mapped_direct - ebbi_ph_stats.free_res -
+           ebbi_ph_stats.released;
 }
 
 static bool bursting(uint64_t now) { return burst_fed_ms && now - burst_fed_ms < burst_span(); }
@@ -557,10 +568,15 @@ static void burst_fed(uint64_t now) {
 /* `bytes` of released pages are faulted in again: if the timer gave back that much
  * lately, the program works in bursts. */
 static void burst_refault(size_t bytes, uint64_t now) {
-    if (now - timer_gave_ms >= burst_span()) timer_gave = 0;
-    if (!timer_gave || !bytes) return;
-    timer_gave -= bytes < timer_gave ? bytes : timer_gave;
-    burst_fed(now);
+    if (now - timer_gave_ms >= burst_span()) timer_gave = timer_gave_sum = timer_back = 0;
+    size_t take = bytes < timer_gave ? bytes : timer_gave;
+    if (!take) return;
+    timer_gave -= take;
+    timer_back += take;
+    /* evidence: a quarter of what the pauses gave back, and at least 1 MiB (a heartbeat
+     * that takes one span does not make a program bursty) */
+    if (bursting(now) || (timer_back >= timer_gave_sum / 4 && timer_back >= ((size_t)1 << 20)))
+        burst_fed(now);
 }
 
 bool ebbi_page_bursting(void) {
@@ -568,6 +584,17 @@ bool ebbi_page_bursting(void) {
     bool b = bursting(ebbi_now_ms());
     ebbi_unlock(&ebbi_ph_lock);
     return b;
+}
+
+/* How much free memory the central tier may keep in its live spans' pages for the next
+ * burst: what the free-page cap leaves once the page heap's own free resident memory is
+ * counted (the cap bounds all free memory kept); 0 when not bursting. */
+size_t ebbi_page_burst_room(void) {
+    ebbi_lock(&ebbi_ph_lock);
+    size_t cap = free_cap(), room = 0;
+    if (bursting(ebbi_now_ms()) && cap > ebbi_ph_stats.free_res) room = cap - ebbi_ph_stats.free_res;
+    ebbi_unlock(&ebbi_ph_lock);
+    return room;
 }
 
 /* The floor at `now`; one that has ended is cleared. */
@@ -794,7 +821,7 @@ static struct ebb_span *page_alloc(size_t npages, size_t align_pages) {
             uintptr_t a = s->start + ((s->npages - npages) << EBB_PAGE_SHIFT);
             if (align_pages > 1) a &= ~((align_pages << EBB_PAGE_SHIFT) - 1);
             bool was_released = s->released;
-            if (!was_released && bursting(now) &&
+            if (!was_released && burst_held && bursting(now) &&
                 s->free_since_ms + (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) <= now)
                 burst_fed(now); /* memory only the burst floor kept: it is asked for again */
             r = was_released && kpage_big() ? carve_released(s, a, npages) : carve(s, a, npages, lru_pos);
@@ -1012,8 +1039,9 @@ static size_t release_span(struct ebb_span *s, bool small_too, enum ebb_release_
     /* Only in a pause: no pages taken for half a window (a busy program's timer gives back
      * old holes it may well fill again, which says nothing about pauses). */
     if (why == EBB_WHY_TIMER && now - last_take_ms >= (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) / 2) {
-        if (now - timer_gave_ms >= burst_span()) timer_gave = 0; /* an ended count starts again */
+        if (now - timer_gave_ms >= burst_span()) timer_gave = timer_gave_sum = timer_back = 0;
         timer_gave += b - a;
+        timer_gave_sum += b - a;
         timer_gave_ms = now;
     }
     ebbi_span_list_push(&cut_out, mid);
@@ -1093,15 +1121,18 @@ size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal, enum ebb_re
     /* malloc_trim and the soft limit ask for memory back now: the reuse floor ends, and
      * what the trade and the cap released before no longer raises it */
     if (why == EBB_WHY_TRIM || why == EBB_WHY_SOFT) {
-        reuse_bytes = timer_gave = 0;
+        reuse_bytes = timer_gave = timer_gave_sum = timer_back = 0;
         burst_fed_ms = burst_gap_ms = 0;
+        burst_held = false;
         win_peak = used_now(), win_peak_ms = ebbi_now_ms();
         for (unsigned i = 0; i < RECENT; i++) recent[i].pressed = false;
     }
     size_t keep = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD);
+    bool by_burst = false; /* keep is the burst floor */
     if (why == EBB_WHY_TIMER) {
         size_t burst = burst_floor(ebbi_now_ms());
-        if (burst > keep) keep = burst;
+        if (burst > keep) keep = burst, by_burst = true;
+        burst_held = false;
     }
     bool everything = older_than_ms == 0 || older_than_ms == UINT64_MAX;
     /* Two passes: first whole huge pages only, then (for spans twice as old, or when
@@ -1111,7 +1142,10 @@ size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal, enum ebb_re
         while (s && done < goal) {
             struct ebb_span *next = LRU_NEXT(s);
             if (!everything && s->free_since_ms > older_than_ms) break; /* the rest is younger */
-            if (!everything && ebbi_ph_stats.free_res <= keep) break;
+            if (!everything && ebbi_ph_stats.free_res <= keep) {
+                burst_held = by_burst; /* old memory stays only for the next burst */
+                break;
+            }
             bool small_too = pass == 1;
             if (small_too && !everything && ebbi_thp_active &&
                 s->free_since_ms + (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) > older_than_ms) {

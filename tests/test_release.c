@@ -455,6 +455,7 @@ static void timer_keeps_memory_between_bursts(void **st) {
     printf("# third burst: %zu KiB faulted in\n", (s.faulted_bytes - faulted) >> 10);
     assert_true(s.faulted_bytes - faulted < BURST_B);
     assert_true(ebbi_page_bursting());
+    assert_true(ebbi_page_burst_room() > 0); /* the central tier may keep its pages too */
     /* The bursts stop: 8 windows later (of 1 ms now) the state ends and the timer gives
      * the memory back. */
     ebbi_options_set(EBB_OPT_RELEASE_MS, 1);
@@ -470,6 +471,18 @@ static void timer_keeps_memory_between_bursts(void **st) {
     gave = timer_pass_now();
     printf("# after the bursts: the timer gave back %zu KiB\n", gave >> 10);
     assert_true(gave >= all);
+    /* Bursting again; malloc_trim gives everything back and ends the state. */
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 3600 * 1000);
+    burst_of_blocks(p);
+    timer_pass_in_a_pause();
+    burst_of_blocks(p);
+    assert_true(ebbi_page_bursting());
+    ebb_malloc_trim(0);
+    assert_false(ebbi_page_bursting());
+    assert_int_equal(ebbi_page_burst_room(), 0);
+    ebbi_page_heap_stats(&s);
+    assert_int_equal(s.burst_floor, 0);
+    assert_true(s.free_res < BURST_B);
     ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
 }
 
