@@ -261,12 +261,14 @@ static size_t reuse_floor(uint64_t now);
  * again a moment later: on the arena-creep benchmark (2 CPUs, 5 runs) a floor of 8 MiB
  * made the load phase 1.11x glibc's time, 32 MiB 1.03x, 64 MiB 0.95x, with the same
  * peak RSS (the timer in release.c, not this cap, brings an idle process down). */
+/* Pages in use, blocks with mappings of their own included. */
+static size_t in_use(void) { return ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released; }
+
 static size_t free_cap(void) {
     size_t floor = EBB_FREE_FLOOR, lim = (size_t)ebbi_cgroup_limit() / 16;
     if (lim && lim < floor) floor = lim;
     if ((size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD) > floor) floor = (size_t)ebbi_opt(EBB_OPT_TRIM_THRESHOLD);
-    size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
-    size_t cap = used / EBB_FREE_RATIO;
+    size_t cap = in_use() / EBB_FREE_RATIO;
     return cap < floor ? floor : cap;
 }
 
@@ -511,7 +513,11 @@ static uint64_t reuse_fed_ms; /* when it was last fed */
  * all its free objects fit in what the cap leaves (ebbi_page_burst_room).
  * rptest (mimalloc-bench: 2 threads, bursts 4-8 s apart) faulted 14-21 thousand pages
  * without it and 9.5-12 thousand with it; ebb-bench throughput's `pauses` 59.5 thousand
- * and 20.6 thousand (README).  Under ebbi_ph_lock, as everything here. */
+ * and 20.6 thousand (README).  Under ebbi_ph_lock, as everything here: plain fields,
+ * ordered on every CPU by the lock's acquire and release; a fork child gets them as the
+ * lock left them (the prepare handler holds it across fork), and a fork from a signal
+ * handler that cut an update short leaves counters a step apart, which at worst starts
+ * or ends the state one pass early. */
 #define BURST_SPAN(ms) (8 * (ms))
 #define BURST_SPAN_MAX(ms) (32 * (ms))
 static uint64_t burst_fed_ms;  /* the last refault or use of kept memory; 0: none */
@@ -533,9 +539,12 @@ static uint64_t burst_span(void) {
     return span < BURST_SPAN_MAX(w) ? span : BURST_SPAN_MAX(w);
 }
 /* Pages of the heap in use (blocks with mappings of their own leave nothing free). */
-static size_t used_now(void) {
-    return ebbi_ph_stats.mapped - ebbi_ph_stats.mapped_direct - ebbi_ph_stats.free_res -
-           ebbi_ph_stats.released;
+static size_t used_now(void) { return in_use() - ebbi_ph_stats.mapped_direct; }
+
+/* The count of what the timer gave back in pauses starts again once it is a span old
+ * (or at malloc_trim and the soft limit: all). */
+static void timer_count_expire(uint64_t now, bool all) {
+    if (all || now - timer_gave_ms >= burst_span()) timer_gave = timer_gave_sum = timer_back = 0;
 }
 
 static bool bursting(uint64_t now) { return burst_fed_ms && now - burst_fed_ms < burst_span(); }
@@ -568,7 +577,7 @@ static void burst_fed(uint64_t now) {
 /* `bytes` of released pages are faulted in again: if the timer gave back that much
  * lately, the program works in bursts. */
 static void burst_refault(size_t bytes, uint64_t now) {
-    if (now - timer_gave_ms >= burst_span()) timer_gave = timer_gave_sum = timer_back = 0;
+    timer_count_expire(now, false);
     size_t take = bytes < timer_gave ? bytes : timer_gave;
     if (!take) return;
     timer_gave -= take;
@@ -791,10 +800,10 @@ static void put_back(struct ebb_span *s, struct ebb_span *lru_pos) {
 }
 
 /* The high-water mark of pages in use, after pages were handed out. */
-static void note_peak(void) {
-    size_t used = used_now();
+static void note_peak(uint64_t now) {
+    size_t used = in_use();
     if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
-    burst_note_used(ebbi_now_ms());
+    burst_note_used(now);
 }
 
 static struct ebb_span *page_alloc(size_t npages, size_t align_pages) {
@@ -840,7 +849,7 @@ static struct ebb_span *page_alloc(size_t npages, size_t align_pages) {
             r->prev = r->next = NULL;
             ebbi_pm_set_span(r);
             if (faulted) trade(faulted, now);
-            note_peak();
+            note_peak(now);
             return r;
         }
         if (attempt == 0 && !grow(npages, align_pages)) break;
@@ -913,7 +922,7 @@ bool ebbi_page_grow(struct ebb_span *s, size_t npages) {
     s->zeroed = 0;
     ebbi_pm_set_span(s);
     ebbi_ph_stats.large += extra << EBB_PAGE_SHIFT;
-    note_peak();
+    note_peak(ebbi_now_ms());
     ebbi_unlock(&ebbi_ph_lock);
     return true;
 }
@@ -942,7 +951,7 @@ struct ebb_span *ebbi_mapped_alloc(size_t size, size_t align) {
     ebbi_ph_stats.mapped_direct += len;
     ebbi_ph_stats.direct_total += len;
     ebbi_os_direct_count((int64_t)len); /* in use at once */
-    size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
+    size_t used = in_use();
     if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
     ebbi_unlock(&ebbi_ph_lock);
     return s;
@@ -991,7 +1000,7 @@ bool ebbi_mapped_resize(struct ebb_span *s, size_t size) {
     s->npages = len >> EBB_PAGE_SHIFT;
     s->map_size = len;
     ebbi_pm_set_span(s);
-    size_t used = ebbi_ph_stats.mapped - ebbi_ph_stats.free_res - ebbi_ph_stats.released;
+    size_t used = in_use();
     if (used > ebbi_ph_stats.peak_used) ebbi_ph_stats.peak_used = used;
     ebbi_unlock(&ebbi_ph_lock);
     return true;
@@ -1039,7 +1048,7 @@ static size_t release_span(struct ebb_span *s, bool small_too, enum ebb_release_
     /* Only in a pause: no pages taken for half a window (a busy program's timer gives back
      * old holes it may well fill again, which says nothing about pauses). */
     if (why == EBB_WHY_TIMER && now - last_take_ms >= (uint64_t)ebbi_opt(EBB_OPT_RELEASE_MS) / 2) {
-        if (now - timer_gave_ms >= burst_span()) timer_gave = timer_gave_sum = timer_back = 0;
+        timer_count_expire(now, false);
         timer_gave += b - a;
         timer_gave_sum += b - a;
         timer_gave_ms = now;
@@ -1121,7 +1130,8 @@ size_t ebbi_page_release_locked(uint64_t older_than_ms, size_t goal, enum ebb_re
     /* malloc_trim and the soft limit ask for memory back now: the reuse floor ends, and
      * what the trade and the cap released before no longer raises it */
     if (why == EBB_WHY_TRIM || why == EBB_WHY_SOFT) {
-        reuse_bytes = timer_gave = timer_gave_sum = timer_back = 0;
+        reuse_bytes = 0;
+        timer_count_expire(0, true);
         burst_fed_ms = burst_gap_ms = 0;
         burst_held = false;
         win_peak = used_now(), win_peak_ms = ebbi_now_ms();
