@@ -691,6 +691,8 @@ struct ebb_page_heap_stats {
     size_t reuse_floor;                /* kept resident for refaults (page_heap.c), read now */
     size_t burst_floor;                /* kept resident by the timer for bursts (page_heap.c), read now */
     uint64_t reuse_fed_ms;             /* when the reuse floor was last fed */
+    uint64_t burst_fed_ms;             /* the burst state's last refault or use of kept memory (0: none) */
+    uint64_t burst_gap_ms;             /* the longest pause between two of those in this state */
     size_t grown_total;                /* mapped by grow(), ever */
     size_t direct_total;               /* mapped for blocks of their own, ever */
     size_t small;                      /* SMALL spans handed to the central tier (ebbi_page_alloc_locked) */
@@ -722,11 +724,12 @@ size_t ebbi_page_release_since_locked(uint64_t since_ms);
 void ebbi_page_heap_stats(struct ebb_page_heap_stats *st); /* locks itself */
 /* The reuse floor as it would be at `now` (ebbi_now_ms's clock), for tests; locks itself. */
 size_t ebbi_page_reuse_floor_at(uint64_t now);
-bool ebbi_page_bursting(void);           /* the timer keeps memory for the next burst (page_heap.c; tests) */
-size_t ebbi_page_burst_room(void);       /* ... and what the central tier may keep for it */
-uint64_t ebbi_page_oldest_free_ms(void); /* caller holds the lock */
-void ebbi_page_release_map_locked(void); /* page-map pages inside released spans go back */
-const char *ebbi_page_heap_verify(void); /* NULL when consistent */
+bool ebbi_page_bursting(void);            /* the timer keeps memory for the next burst (page_heap.c; tests) */
+bool ebbi_page_bursting_at(uint64_t now); /* ... as it would at `now`, with today's EBB_RELEASE_MS (tests) */
+size_t ebbi_page_burst_room(void);        /* ... and what the central tier may keep for it */
+uint64_t ebbi_page_oldest_free_ms(void);  /* caller holds the lock */
+void ebbi_page_release_map_locked(void);  /* page-map pages inside released spans go back */
+const char *ebbi_page_heap_verify(void);  /* NULL when consistent */
 extern struct ebb_page_heap_stats ebbi_ph_stats;
 
 /* ---------------------------------------------------------------- central.c

@@ -588,12 +588,14 @@ static void burst_refault(size_t bytes, uint64_t now) {
         burst_fed(now);
 }
 
-bool ebbi_page_bursting(void) {
+bool ebbi_page_bursting_at(uint64_t now) {
     ebbi_lock(&ebbi_ph_lock);
-    bool b = bursting(ebbi_now_ms());
+    bool b = bursting(now);
     ebbi_unlock(&ebbi_ph_lock);
     return b;
 }
+
+bool ebbi_page_bursting(void) { return ebbi_page_bursting_at(ebbi_now_ms()); }
 
 /* How much free memory the central tier may keep in its live spans' pages for the next
  * burst: what the free-page cap leaves once the page heap's own free resident memory is
@@ -1213,6 +1215,8 @@ void ebbi_page_heap_stats(struct ebb_page_heap_stats *st) {
     st->reuse_floor = reuse_floor(ebbi_now_ms());
     st->reuse_fed_ms = reuse_fed_ms;
     st->burst_floor = burst_floor(ebbi_now_ms());
+    st->burst_fed_ms = burst_fed_ms;
+    st->burst_gap_ms = burst_gap_ms;
     ebbi_unlock(&ebbi_ph_lock);
 }
 

@@ -496,6 +496,151 @@ static int limit_put_back(void **st) {
     ebbi_cgroup_limit_set(limit_before);
     return 0;
 }
+/* How long the burst state lasts: 8 windows after its last refault or use of kept
+ * memory, or twice the longest pause between two of those if that is longer, and never
+ * more than 32 windows.  A pause of about 500 ms is made here in windows of 100 ms (the
+ * timer keeps the floor across it, and the next burst takes that kept memory: its pause
+ * is the gap); the three rules are then read at chosen times through
+ * ebbi_page_bursting_at, under window lengths chosen from the gap recorded (the rules
+ * read EBB_RELEASE_MS when they are applied), so no assertion depends on the machine's
+ * speed. */
+static void burst_state_lasts_twice_its_longest_pause_up_to_32_windows(void **st) {
+    (void)st;
+    install_fake();
+    int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 3600 * 1000);
+    ebb_malloc_trim(0);
+    void *p[BURST_N];
+    struct ebb_page_heap_stats s;
+    burst_of_blocks(p);
+    timer_pass_in_a_pause();
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 100);
+    burst_of_blocks(p); /* the refault: a new state, no pause seen yet */
+    assert_true(ebbi_page_bursting());
+    ebbi_page_heap_stats(&s);
+    const uint64_t fed1 = s.burst_fed_ms;
+    assert_int_equal(s.burst_gap_ms, 0);
+    while (ebbi_now_ms() - fed1 < 500) usleep(2000); /* the pause: nothing is allocated */
+    assert_true(ebbi_page_bursting());               /* 500 ms < 8 windows */
+    fake_bytes = 0;
+    timer_pass_now(); /* stops at the floor: the burst's memory stays */
+    assert_true(fake_bytes < (size_t)BURST_N * BURST_B);
+    burst_of_blocks(p); /* takes memory only the floor kept: fed again, the pause is the gap */
+    ebbi_page_heap_stats(&s);
+    const uint64_t fed = s.burst_fed_ms, gap = s.burst_gap_ms;
+    printf("# pause between bursts %llu ms, recorded gap %llu ms\n", (unsigned long long)(fed - fed1),
+           (unsigned long long)gap);
+    assert_true(gap >= 500 && gap <= fed - fed1);
+    /* Windows of gap/5: twice the gap is above 8 of them and below 32. */
+    int64_t w = (int64_t)gap / 5;
+    ebbi_options_set(EBB_OPT_RELEASE_MS, w);
+    assert_true(ebbi_page_bursting_at(fed + 2 * gap - 1));
+    assert_false(ebbi_page_bursting_at(fed + 2 * gap));
+    /* Windows of gap/20: 32 of them are less than twice the gap, and bound it. */
+    w = (int64_t)gap / 20;
+    ebbi_options_set(EBB_OPT_RELEASE_MS, w);
+    assert_true(ebbi_page_bursting_at(fed + 32 * (uint64_t)w - 1));
+    assert_false(ebbi_page_bursting_at(fed + 32 * (uint64_t)w));
+    /* Windows of gap/2: 8 of them are more than twice the gap. */
+    w = (int64_t)gap / 2;
+    ebbi_options_set(EBB_OPT_RELEASE_MS, w);
+    assert_true(ebbi_page_bursting_at(fed + 8 * (uint64_t)w - 1));
+    assert_false(ebbi_page_bursting_at(fed + 8 * (uint64_t)w));
+    ebb_malloc_trim(0); /* ends the state */
+    assert_false(ebbi_page_bursting());
+    ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
+}
+
+/* While the program works in bursts the central tier keeps the free pages of its live
+ * spans (spans of 5000-byte blocks with one block kept in each: whole kernel pages of
+ * free blocks), as long as every free object of the tier fits in what the free-page cap
+ * leaves (cap less the page heap's free resident memory); past that, those pages go back
+ * as at any other time.  The cap's floor is 1/16 of a cgroup limit, so the room is set
+ * here through that limit (put back by the teardown): first to the tier's free bytes and
+ * more, then to half of them.  Blocks are checked after each step. */
+enum { PIN_N = 2400, PIN_B = 5000 };
+static void central_keeps_pinned_pages_while_bursting_within_the_cap(void **st) {
+    (void)st;
+    install_fake();
+    int64_t keep_ms = ebbi_opt(EBB_OPT_RELEASE_MS);
+    limit_before = ebbi_cgroup_limit();
+    ebbi_cgroup_limit_set(0);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 3600 * 1000);
+    ebb_malloc_trim(0);
+    void *p[BURST_N];
+    burst_of_blocks(p);
+    timer_pass_in_a_pause();
+    ebbi_options_set(EBB_OPT_RELEASE_MS, 300);
+    burst_of_blocks(p);
+    assert_true(ebbi_page_bursting());
+    /* Pinned spans: keep the first block of each span, free the rest to the central tier. */
+    static unsigned char *b[PIN_N];
+    static bool kept[PIN_N];
+    uintptr_t last_span = 0;
+    for (int i = 0; i < PIN_N; i++) {
+        b[i] = ebb_malloc(PIN_B);
+        assert_non_null(b[i]);
+        memset(b[i], i & 0xff, PIN_B);
+    }
+    for (int i = 0; i < PIN_N; i++) {
+        struct ebb_span *sp = ebbi_pm_span((uintptr_t)b[i]);
+        assert_non_null(sp);
+        kept[i] = sp->start != last_span;
+        last_span = sp->start;
+    }
+    for (int i = 0; i < PIN_N; i++)
+        if (!kept[i]) ebb_free(b[i]);
+    ebbi_tc_flush_self();
+    const uint64_t built = ebbi_now_ms();
+    size_t central = 0;
+    for (unsigned cls = 1; cls < EBB_NCLASS; cls++) {
+        ebbi_lock(&ebbi_central[cls].lock);
+        central += ebbi_central[cls].free_objects * ebbi_classes[cls].size;
+        ebbi_unlock(&ebbi_central[cls].lock);
+    }
+    assert_true(central >= (size_t)PIN_N * PIN_B / 2);
+    /* The spans qualify for release once idle for a window; the state lasts 8. */
+    while (ebbi_now_ms() - built < 310) usleep(2000);
+    assert_true(ebbi_page_bursting());
+    struct ebb_page_heap_stats s;
+    ebbi_page_heap_stats(&s);
+    /* Room for all of it (and 4 MiB more): nothing goes back. */
+    ebbi_cgroup_limit_set((uint64_t)(s.free_res + central + (4 << 20)) * 16);
+    size_t room = ebbi_page_burst_room();
+    printf("# central free %zu KiB, room %zu KiB\n", central >> 10, room >> 10);
+    assert_true(room >= central);
+    fake_bytes = 0;
+    assert_int_equal(ebbi_central_release_pages(false), 0);
+    assert_int_equal(fake_bytes, 0);
+    /* Room for half of it: the pages of free blocks go back. */
+    ebbi_cgroup_limit_set((uint64_t)(s.free_res + central / 2) * 16);
+    room = ebbi_page_burst_room();
+    printf("# central free %zu KiB, room %zu KiB\n", central >> 10, room >> 10);
+    assert_true(room > 0 && room < central);
+    assert_true(ebbi_page_bursting());
+    size_t gave = ebbi_central_release_pages(false);
+    printf("# the central tier gave back %zu KiB\n", gave >> 10);
+    assert_true(gave >= central / 2);
+    assert_true(fake_bytes >= central / 2);
+    for (int i = 0; i < PIN_N; i++)
+        if (kept[i]) {
+            for (int j = 0; j < PIN_B; j++) assert_int_equal(b[i][j], i & 0xff);
+            ebb_free(b[i]);
+        }
+    /* Allocating from the released spans again works. */
+    for (int i = 0; i < PIN_N; i++) {
+        b[i] = ebb_malloc(PIN_B);
+        assert_non_null(b[i]);
+        memset(b[i], (i + 7) & 0xff, PIN_B);
+    }
+    for (int i = 0; i < PIN_N; i++) {
+        for (int j = 0; j < PIN_B; j += 97) assert_int_equal(b[i][j], (i + 7) & 0xff);
+        ebb_free(b[i]);
+    }
+    ebb_malloc_trim(0);
+    ebbi_options_set(EBB_OPT_RELEASE_MS, keep_ms);
+}
+
 static void reuse_floor_is_bounded_by_the_cgroup_limit(void **st) {
     (void)st;
     const uint64_t limit = (uint64_t)3 << 29;
@@ -895,6 +1040,8 @@ int main(void) {
         cmocka_unit_test(refaulted_holes_stop_the_trade),
         cmocka_unit_test(reuse_floor_keeps_refaulted_memory_while_it_lasts),
         cmocka_unit_test(timer_keeps_memory_between_bursts),
+        cmocka_unit_test(burst_state_lasts_twice_its_longest_pause_up_to_32_windows),
+        cmocka_unit_test_teardown(central_keeps_pinned_pages_while_bursting_within_the_cap, limit_put_back),
         cmocka_unit_test_teardown(reuse_floor_is_bounded_by_the_cgroup_limit, limit_put_back),
         cmocka_unit_test(malloc_trim_drops_rss_now),
         cmocka_unit_test(free_pages_capped_by_pages_in_use),
