@@ -869,6 +869,7 @@ struct ebb_tc_slow {   /* fields only the slow paths (and the drainer) touch */
     uint8_t active;    /* the slow path saw this list since the last scavenge */
     uint8_t overflows; /* times the list was full since max last grew (<= 4) */
     int8_t run;        /* its last slow paths: n > 0 overflows in a row, -n underflows */
+    uint8_t returned;  /* it overflowed since the last scavenge: frees come back to it */
 };
 struct ebb_tcache {
     void *head[EBB_NCLASS];

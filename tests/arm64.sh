@@ -110,7 +110,7 @@ export EBB_STRESS_THREADS=${EBB_STRESS_THREADS:-120} EBB_STRESS_LIFETIMES=${EBB_
 export EBB_STRESS_FORKERS=${EBB_STRESS_FORKERS:-10} EBB_STRESS_RSS=0
 EBB_BACKGROUND=0 run threads threads stress_ebb stress_libc_names
 EBB_BACKGROUND=0 EBB_TEST_QEMU=1 run profile profile_unit profile profile_every profile_off
-run unit size_class api_ebb api_libc_names release init_fork pinned soft_limit kernel_page static_api compat compat_huge \
+run unit size_class api_ebb api_libc_names release init_fork pinned soft_limit kernel_page static_api compat compat_huge tc_room \
     model fuzz_replay background_off
 echo "arm64: $(( $(date +%s) - start )) s under qemu"
 echo "arm64: $passed passed, $failed failed"
