@@ -24,6 +24,10 @@
  *  realloc         one thread grows 256 buffers with realloc, by 1/8 to 1/4 each time,
  *                  writing what was added, up to a size drawn for each buffer from 64 B
  *                  to 4 MiB (string builders, growing arrays); then frees and restarts it
+ *  bursts          one thread allocates a burst of 100, 400 or 1600 blocks of one size
+ *                  (16, 64 or 256 B), writes every byte, frees the first half first-in
+ *                  first-out and the second last-in first-out; again and again (glibc's
+ *                  bench-malloc-simple: a request's blocks, a structure built and dropped)
  *  pauses          two threads work in bursts (16 MiB each of 16 B .. 16 KiB blocks,
  *                  allocated, written and freed four times, half by the other thread)
  *                  with 1.5 s pauses between them, not timed (a service polled every few
@@ -148,6 +152,42 @@ static void run_fastpath_burst(void) {
     uint64_t t0 = wl_now_ns();
     burst_loop(rounds);
     wl_result("fastpath-burst", rounds * BURST, t0, f0);
+}
+
+/* Every (size, count) pair gets the same number of blocks: iters / 4 over the nine. */
+static void run_bursts(void) {
+    static const size_t sizes[3] = {16, 64, 256};
+    static const unsigned counts[3] = {100, 400, 1600};
+    static char *blk[1600];
+    const uint64_t per = P.iters / 4 / 9;
+    uint64_t pairs = 0;
+    struct wl_faults f0 = wl_faults_now();
+    uint64_t t0 = wl_now_ns();
+    for (int si = 0; si < 3; si++)
+        for (int ci = 0; ci < 3; ci++) {
+            const size_t size = sizes[si];
+            const unsigned n = counts[ci];
+            for (uint64_t r = 0; r < per / n; r++) {
+                for (unsigned i = 0; i < n; i++) {
+                    char *p = malloc(size);
+                    if (!p) {
+                        fprintf(stderr, "throughput: bursts: malloc(%zu) failed\n", size);
+                        exit(1);
+                    }
+                    for (size_t g = 0; g < size; g++) p[g] = (char)(g + i);
+                    blk[i] = p;
+                }
+                for (unsigned i = 0; i < n; i++)
+                    if (blk[i][size - 1] != (char)(size - 1 + i)) {
+                        fprintf(stderr, "throughput: bursts: block %u lost its end\n", i);
+                        exit(1);
+                    }
+                for (unsigned i = 0; i < n / 2; i++) free(blk[i]);
+                for (unsigned i = n; i-- > n / 2;) free(blk[i]);
+                pairs += n;
+            }
+        }
+    wl_result("bursts", pairs, t0, f0);
 }
 
 /* ------------------------------------------------------------------ larson */
@@ -699,6 +739,7 @@ static const struct section {
     {"large", run_large},
     {"bulk", run_bulk},
     {"realloc", run_realloc},
+    {"bursts", run_bursts},
     {"pauses", run_pauses},
 };
 #define N_SECTIONS (sizeof sections / sizeof sections[0])

@@ -101,7 +101,7 @@ static int jvm_workload(struct bench_part *p) {
  * faults are the section's own); fastpath-burst is measured by ebb-bench fastpath. */
 static const char *const throughput_sections[] = {
     "fastpath", "larson-2t", "larson-8t", "larson-sizes", "threads-64", "threads-256", "pipeline",
-    "prodcons", "large",     "bulk",      "realloc",      "pauses",     NULL,
+    "prodcons", "large",     "bulk",      "realloc",      "bursts",     "pauses",      NULL,
 };
 
 static bool section_wanted(const char *name) {
