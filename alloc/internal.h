@@ -17,7 +17,7 @@
  *   profile.c     the sampled heap profile: which stacks hold live memory (.heap file)
  *   unwind.c      the call stack of a sample, from the objects' unwind tables
  *   init.c        first-use initialisation, fork handlers, the end of the process
- *   api.c         the malloc family (ebb_ names, and glibc's names in the shared library)
+ *   api.c         the malloc family (ebb_ names, and glibc's and C++'s names in the shared library)
  *   size_class.c  the size-class table (below the tiers: every file reads it)
  */
 #ifndef EBB_INTERNAL_H
@@ -148,6 +148,9 @@ int ebbi_os_pthread_create(void *thread, const void *attr, void *(*fn)(void *), 
 /* The shared library's pthread_key_delete forwards every key but ebbmalloc's to the next
  * definition, found the same way, at load (EINVAL if not found). */
 void ebbi_os_find_key_delete(void); /* from a constructor */
+/* The next definition after this library's of a function it also defines (another
+ * preloaded library's, or libc's, or libstdc++'s); NULL if none.  Keeps errno. */
+void *ebbi_os_next_definition(const char *name);
 int ebbi_os_pthread_key_delete(unsigned key);
 int ebbi_os_open(const char *path, int flags, int mode); /* close-on-exec always */
 void ebbi_os_close(int fd);

@@ -366,7 +366,7 @@ static thread_create_fn libc_create = pthread_create;
 /* The next definition of a function this library also defines, after it (another
  * preloaded wrapper, or libc's); where this library came after libc (dlopen), libc's
  * own.  NULL if there is none.  Keeps errno. */
-static void *next_definition(const char *name) {
+void *ebbi_os_next_definition(const char *name) {
     int saved = errno;
     void *f = dlsym(RTLD_NEXT, name);
     void *libc = f ? NULL : dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
@@ -382,7 +382,7 @@ static void *next_definition(const char *name) {
 void ebbi_os_find_pthread_create(void) {
 #if EBB_OVERRIDE
     if (__atomic_load_n(&libc_create, __ATOMIC_ACQUIRE)) return;
-    thread_create_fn f = (thread_create_fn)next_definition("pthread_create");
+    thread_create_fn f = (thread_create_fn)ebbi_os_next_definition("pthread_create");
     if (f) __atomic_store_n(&libc_create, f, __ATOMIC_RELEASE);
 #endif
 }
@@ -397,7 +397,7 @@ void ebbi_os_find_pthread_create(void) {
 typedef int (*key_delete_fn)(pthread_key_t);
 static key_delete_fn libc_key_delete;
 static key_delete_fn find_key_delete(void) {
-    key_delete_fn f = (key_delete_fn)next_definition("pthread_key_delete");
+    key_delete_fn f = (key_delete_fn)ebbi_os_next_definition("pthread_key_delete");
     if (f) __atomic_store_n(&libc_key_delete, f, __ATOMIC_RELEASE);
     return f;
 }
