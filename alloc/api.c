@@ -458,8 +458,13 @@ static EBB_NOINLINE void *cxx_next(const char *name, size_t n, size_t align, con
 
 void *ebbi_cxx_new(size_t n) __asm__("_Znwm") EBB_EXPORT;
 #if FAST_ASM
-static EBB_NOINLINE void *cxx_new_slow(size_t n) {
-    void *p = ebb_malloc(n);
+/* The slow path the fast path's label named (as ebb_malloc's labels: at `sample` the
+ * countdown has taken n already), then the C++ runtime if it found nothing. */
+enum cxx_slow { CXX_MEDIUM, CXX_MISS, CXX_SAMPLE };
+static EBB_NOINLINE void *cxx_new_slow(size_t n, enum cxx_slow why) {
+    void *p = why == CXX_MEDIUM ? ebbi_malloc_medium(n)
+              : why == CXX_MISS ? ebbi_malloc_miss(n)
+                                : ebbi_malloc_sample(n);
     return p ? p : cxx_next("_Znwm", n, 0, NULL);
 }
 
@@ -468,9 +473,11 @@ void *ebbi_cxx_new(size_t n) {
     MALLOC_FAST_ASM(p, n, medium, miss, sample);
     return p;
 medium:
+    return cxx_new_slow(n, CXX_MEDIUM);
 miss:
+    return cxx_new_slow(n, CXX_MISS);
 sample:
-    return cxx_new_slow(n);
+    return cxx_new_slow(n, CXX_SAMPLE);
 }
 #else
 void *ebbi_cxx_new(size_t n) {

@@ -23,6 +23,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "ebb_test_mem.h"
+
 void *cxx_new(size_t) __asm__("_Znwm");
 void *cxx_new_array(size_t) __asm__("_Znam");
 void *cxx_new_nothrow(size_t, const void *) __asm__("_ZnwmRKSt9nothrow_t");
@@ -42,8 +44,9 @@ static bool in_ebbmalloc(void *fn) {
 
 static void operators_are_ebbmallocs(void **st) {
     (void)st;
-    void *fns[] = {(void *)cxx_new,    (void *)cxx_new_array, (void *)cxx_new_nothrow, (void *)cxx_new_aligned,
-                   (void *)cxx_delete, (void *)cxx_delete_array, (void *)cxx_delete_sized};
+    void *fns[] = {(void *)cxx_new,         (void *)cxx_new_array, (void *)cxx_new_nothrow,
+                   (void *)cxx_new_aligned, (void *)cxx_delete,    (void *)cxx_delete_array,
+                   (void *)cxx_delete_sized};
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) assert_true(in_ebbmalloc(fns[i]));
     /* an ebbmalloc block: 100 bytes come from the 112-byte class (glibc would say 104) */
     unsigned char *p = cxx_new(100);
@@ -87,29 +90,6 @@ static void nothrow_forms_return_null(void **st) {
     assert_null(cxx_new_aligned_nothrow((size_t)1 << 62, 64, &cxx_nothrow));
 }
 
-/* Runs fn in a child; its stderr and how it ended. */
-static int in_child(void (*fn)(void), char *err, size_t n) {
-    int fd[2];
-    assert_int_equal(pipe(fd), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fd[1], 2);
-        close(fd[0]);
-        fn();
-        _exit(0);
-    }
-    close(fd[1]);
-    size_t got = 0;
-    ssize_t r;
-    while (got + 1 < n && (r = read(fd[0], err + got, n - 1 - got)) > 0) got += (size_t)r;
-    err[got] = 0;
-    close(fd[0]);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return status;
-}
-
 static void throwing_new(void) {
     void *p = cxx_new((size_t)1 << 62);
     fprintf(stderr, "returned %p\n", p);
@@ -118,10 +98,9 @@ static void throwing_new(void) {
 static void throwing_new_ends_in_bad_alloc(void **st) {
     (void)st;
     char err[1024];
-    int status = in_child(throwing_new, err, sizeof err);
+    int status = child_stderr(throwing_new, err, sizeof err);
     printf("# child: %s", err);
-    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
-    assert_non_null(strstr(err, "std::bad_alloc"));
+    assert_true(died_of_abort(status, err, "std::bad_alloc"));
 }
 
 static void double_delete(void) {
@@ -133,18 +112,15 @@ static void double_delete(void) {
 static void double_delete_is_reported(void **st) {
     (void)st;
     char err[1024];
-    int status = in_child(double_delete, err, sizeof err);
+    int status = child_stderr(double_delete, err, sizeof err);
     printf("# child: %s", err);
-    assert_true(WIFSIGNALED(status));
-    assert_non_null(strstr(err, "double free"));
+    assert_true(died_of_abort(status, err, "double free"));
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(operators_are_ebbmallocs),
-        cmocka_unit_test(aligned_forms_align),
-        cmocka_unit_test(nothrow_forms_return_null),
-        cmocka_unit_test(throwing_new_ends_in_bad_alloc),
+        cmocka_unit_test(operators_are_ebbmallocs),  cmocka_unit_test(aligned_forms_align),
+        cmocka_unit_test(nothrow_forms_return_null), cmocka_unit_test(throwing_new_ends_in_bad_alloc),
         cmocka_unit_test(double_delete_is_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
